@@ -1,0 +1,1 @@
+"""Private helpers with no stability promise."""

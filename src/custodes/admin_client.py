@@ -1,0 +1,174 @@
+"""The workload admin's client for the broker's admin API.
+
+Each request carries a fresh, short-lived admin JWT signed with the admin's private key
+(EdDSA for Ed25519 keys, ES256 for P-256 keys); the key never leaves this process.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import httpx
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+from custodes._internal.b64 import b64std_encode, b64url_decode, b64url_encode
+from custodes._internal.jws import sign_compact
+from custodes._internal.kbs_http import raise_for_error
+from custodes.errors import ConfigError, MalformedMessage, UpstreamError
+from custodes.protocol.resource import ResourcePath
+from custodes.types.json import Json, JsonObject
+
+AdminKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
+PolicyKind = Literal["attestation", "resource"]
+ADMIN_TOKEN_SECONDS = 300
+
+
+def load_admin_key(path: Path) -> AdminKey:
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except OSError as e:
+        raise ConfigError(f"cannot read admin key {path}: {e.strerror}") from e
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{path}: not an unencrypted PEM private key") from e
+    if isinstance(key, ed25519.Ed25519PrivateKey) or (
+        isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1)
+    ):
+        return key
+    raise ConfigError(f"{path}: admin keys must be Ed25519 or EC P-256")
+
+
+def admin_token(
+    key: AdminKey, *, subject: str = "admin", lifetime: int = ADMIN_TOKEN_SECONDS
+) -> str:
+    now = int(time.time())
+    alg = "EdDSA" if isinstance(key, ed25519.Ed25519PrivateKey) else "ES256"
+    claims = {"sub": subject, "iat": now, "exp": now + lifetime, "jti": secrets.token_hex(8)}
+    return sign_compact({"alg": alg, "typ": "JWT"}, claims, key)
+
+
+class AdminClient:
+    def __init__(
+        self,
+        url: str,
+        key: AdminKey,
+        *,
+        subject: str = "admin",
+        ca_file: Path | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        self.base = url.rstrip("/")
+        self._key = key
+        self._subject = subject
+        verify: bool | str = str(ca_file) if ca_file else True
+        self._http = httpx.Client(timeout=timeout, verify=verify)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> AdminClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, **kwargs: object) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {admin_token(self._key, subject=self._subject)}"}
+        extra = kwargs.pop("headers", None)
+        if isinstance(extra, dict):
+            headers.update(extra)
+        try:
+            response = self._http.request(
+                method,
+                f"{self.base}/kbs/v0/{path}",
+                headers=headers,
+                **kwargs,  # type: ignore[arg-type]
+            )
+        except httpx.HTTPError as e:
+            raise UpstreamError(f"cannot reach the broker at {self.base}: {e}") from e
+        raise_for_error(response)
+        return response
+
+    def _json(self, response: httpx.Response) -> Json:
+        try:
+            return response.json()
+        except ValueError as e:
+            raise MalformedMessage("the broker answered with invalid JSON") from e
+
+    # resources
+    def put_resource(self, path: ResourcePath, data: bytes) -> None:
+        self._call(
+            "POST",
+            f"resource/{path}",
+            content=data,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+
+    def delete_resource(self, path: ResourcePath) -> None:
+        self._call("DELETE", f"resource/{path}")
+
+    def resource_info(self, path: ResourcePath) -> JsonObject:
+        info = self._json(self._call("GET", f"resource-info/{path}"))
+        if not isinstance(info, dict):
+            raise MalformedMessage("resource-info: expected a JSON object")
+        return info
+
+    def list_resources(self) -> list[str]:
+        items = self._json(self._call("GET", "resource"))
+        if not isinstance(items, list):
+            raise MalformedMessage("resource list: expected a JSON array")
+        return [str(i) for i in items]
+
+    # policies
+    def set_policy(self, kind: PolicyKind, text: str, *, policy_id: str = "default_cpu") -> None:
+        body: JsonObject = {"policy": b64url_encode(text.encode())}
+        if kind == "attestation":
+            body.update(policy_id=policy_id, type="rego")
+        self._call("POST", f"{kind}-policy", json=body)
+
+    def list_policies(self, kind: PolicyKind) -> list[str]:
+        items = self._json(self._call("GET", f"{kind}-policy"))
+        if not isinstance(items, list):
+            raise MalformedMessage("policy list: expected a JSON array")
+        return [str(i) for i in items]
+
+    def get_policy(self, kind: PolicyKind, policy_id: str) -> str:
+        body = self._json(self._call("GET", f"{kind}-policy/{policy_id}"))
+        if not isinstance(body, dict) or not isinstance(body.get("policy"), str):
+            raise MalformedMessage("policy: expected {'policy_id', 'policy'}")
+        return b64url_decode(body["policy"]).decode("utf-8")
+
+    # reference values
+    def register_reference_values(
+        self, values: Mapping[str, Json], *, expiration: datetime | None = None
+    ) -> None:
+        """Register ``id -> value`` pairs as one upstream ``sample`` RVPS message."""
+        message: JsonObject = {
+            "version": "0.1.0",
+            "type": "sample",
+            "payload": b64std_encode(json.dumps(dict(values)).encode()),
+        }
+        if expiration is not None:
+            message["expiration"] = expiration.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.register_message(message)
+
+    def register_message(self, message: Json) -> None:
+        self._call("POST", "reference-value", json=message)
+
+    def get_reference_value(self, name: str) -> JsonObject:
+        body = self._json(self._call("GET", f"reference-value/{name}"))
+        if not isinstance(body, dict):
+            raise MalformedMessage("reference value: expected a JSON object")
+        return body
+
+    def list_reference_values(self) -> list[str]:
+        items = self._json(self._call("GET", "reference-value"))
+        if not isinstance(items, list):
+            raise MalformedMessage("reference values: expected a JSON array")
+        return [str(i) for i in items]

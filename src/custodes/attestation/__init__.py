@@ -1,0 +1,1 @@
+"""The Attestation Service: verifiers per TEE, attestation policy, EAR tokens."""

@@ -1,0 +1,211 @@
+"""The Attestation Service: evidence in, signed EAR token out.
+
+One evaluation is a checklist:
+
+1. The TEE is enabled (the insecure sample TEEs only when the broker allows them) and has a
+   verifier.
+2. The init-data TOML, if sent, parses; its digest is computed.
+3. Device evidence (``additional_evidence``) is refused for now.
+4. The verifier checks the evidence, its binding to the session and to the init-data digest.
+5. The annotated evidence is built exactly as Trustee builds it (§3.4 of the reference).
+6. The attestation policy ``default_<tee class>`` turns it into AR4SI trust claims, reading
+   reference values through ``query_reference_value``; its ``extensions`` join the appraisal.
+7. The appraisal gets its status (worst tier of the vector).
+8. The EAR is signed.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from custodes.attestation.ear import (
+    Ar4siStatus,
+    EarSigner,
+    appraisal_status,
+    validate_trust_claims,
+    worst_status,
+)
+from custodes.attestation.initdata import InitData
+from custodes.attestation.verifiers.base import (
+    VerificationRequest,
+    VerifiedClaims,
+    Verifier,
+)
+from custodes.errors import PolicyError, UnsupportedTee, VerificationError
+from custodes.policy.defaults import default_policy
+from custodes.policy.engine import UNDEFINED, RegoEngine
+from custodes.policy.store import PolicyStore
+from custodes.rvps.service import ReferenceValueProvider
+from custodes.types.json import Json, JsonObject
+from custodes.types.tee import Tee
+
+logger = logging.getLogger(__name__)
+
+POLICY_ID: Final = "default"
+DEFAULT_CPU_POLICY_ID: Final = "default_cpu"
+_STATUS: Final = "ear.status"
+_VECTOR: Final = "ear.trustworthiness-vector"
+_POLICY_ID_CLAIM: Final = "ear.appraisal-policy-id"
+_EVIDENCE: Final = "ear.veraison.annotated-evidence"
+_RESERVED: Final = frozenset({_STATUS, _VECTOR, _POLICY_ID_CLAIM, _EVIDENCE})
+
+
+@dataclass(frozen=True, slots=True)
+class AttestationOutcome:
+    token: str
+    claims: JsonObject
+    status: Ar4siStatus
+
+
+def annotated_evidence(
+    tee: Tee,
+    claims: JsonObject,
+    *,
+    init_data_claims: JsonObject | None,
+    runtime_data_claims: JsonObject,
+) -> JsonObject:
+    """Trustee's annotated evidence: the TEE's claims under its wire name, with ``init_data``
+    and ``report_data`` lifted out next to the init-data and runtime-data claims they prove."""
+    tee_claims = copy.deepcopy(claims)
+    init_data = tee_claims.pop("init_data", None)
+    report_data = tee_claims.pop("report_data", None)
+    annotated: JsonObject = {str(tee): tee_claims}
+    if init_data is not None:
+        annotated["init_data"] = init_data
+        annotated["init_data_claims"] = init_data_claims
+    if report_data is not None:
+        annotated["report_data"] = report_data
+        annotated["runtime_data_claims"] = copy.deepcopy(runtime_data_claims)
+    return annotated
+
+
+def _extensions(value: Json) -> dict[str, Json]:
+    """The policy's ``extensions``: a list of ``{"name", "key", "value"}``, by name."""
+    if value is UNDEFINED:
+        return {}
+    if not isinstance(value, list):
+        raise PolicyError("policy extensions must be a list")
+    merged: dict[str, Json] = {}
+    for ext in value:
+        if not isinstance(ext, dict) or set(ext) != {"name", "key", "value"}:
+            raise PolicyError('each policy extension must be {"name", "key", "value"}')
+        name, key = ext["name"], ext["key"]
+        if not isinstance(name, str) or not name:
+            raise PolicyError("policy extension name must be a non-empty string")
+        if not isinstance(key, int) or isinstance(key, bool):
+            raise PolicyError(f"policy extension {name!r}: key must be an integer")
+        if name in _RESERVED or name in merged:
+            raise PolicyError(f"policy extension {name!r} collides with another appraisal claim")
+        merged[name] = ext["value"]
+    return merged
+
+
+_TRUST_CLAIMS = "data.policy.trust_claims"
+_EXTENSIONS = "data.policy.extensions"
+
+
+class AttestationService:
+    def __init__(
+        self,
+        *,
+        verifiers: Mapping[Tee, Verifier],
+        policies: PolicyStore,
+        rvps: ReferenceValueProvider,
+        signer: EarSigner,
+        allow_sample_tee: bool = False,
+    ) -> None:
+        self._verifiers = dict(verifiers)
+        self._policies = policies
+        self._rvps = rvps
+        self._signer = signer
+        self._allow_sample = allow_sample_tee
+        policies.ensure_default(DEFAULT_CPU_POLICY_ID, default_policy(DEFAULT_CPU_POLICY_ID))
+
+    def _query_reference_value(self, name: Json) -> Json:
+        return self._rvps.query(name) if isinstance(name, str) else None
+
+    def _appraise(self, tee: Tee, verified: VerifiedClaims, annotated: JsonObject) -> JsonObject:
+        policy_id = f"{POLICY_ID}_{verified.tee_class}"
+        policy = self._policies.get(policy_id)
+        if policy is None:
+            raise PolicyError(f"no attestation policy {policy_id!r} for {tee} evidence")
+        builtins = {"query_reference_value": (1, self._query_reference_value)}
+        results = RegoEngine.evaluate_rules(
+            policy, (_TRUST_CLAIMS, _EXTENSIONS), input=annotated, builtins=builtins
+        )
+        if results[_TRUST_CLAIMS] is UNDEFINED:
+            raise PolicyError(f"policy {policy_id!r} does not define trust_claims")
+        vector = validate_trust_claims(results[_TRUST_CLAIMS])
+        extensions = _extensions(results[_EXTENSIONS])
+        appraisal: JsonObject = {
+            _STATUS: str(appraisal_status(vector)),
+            _VECTOR: vector,
+            _POLICY_ID_CLAIM: POLICY_ID,
+            _EVIDENCE: annotated,
+        }
+        appraisal.update(extensions)
+        return appraisal
+
+    def evaluate(
+        self,
+        *,
+        tee: Tee,
+        evidence: Json,
+        report_data: bytes,
+        runtime_data_claims: JsonObject,
+        init_data_toml: str | None = None,
+        additional_evidence: str = "",
+    ) -> AttestationOutcome:
+        # 1. The TEE is enabled and has a verifier.
+        if tee.insecure and not self._allow_sample:
+            raise UnsupportedTee(
+                f"the {tee} TEE proves nothing and is disabled; enable it only for tests and "
+                "demos (broker configuration: attestation.unsafe_allow_sample_tee = true)"
+            )
+        verifier = self._verifiers.get(tee)
+        if verifier is None:
+            raise UnsupportedTee(f"no verifier for TEE {tee} on this broker")
+        # 2. Init-data.
+        init_data = InitData.parse(init_data_toml) if init_data_toml is not None else None
+        # 3. Device evidence.
+        if additional_evidence:
+            raise UnsupportedTee("device evidence (additional_evidence) is not supported yet")
+        # 4. Verification.
+        verified = verifier.verify(
+            VerificationRequest(
+                tee=tee,
+                evidence=evidence,
+                report_data=report_data,
+                init_data_digest=init_data.digest if init_data is not None else None,
+            )
+        )
+        if not verified:
+            raise VerificationError(f"the {tee} verifier returned no claims")
+        init_data_claims = init_data.claims() if init_data is not None else None
+        # 5-7. Annotated evidence, policy, appraisal: one submodule per piece of evidence.
+        submods: dict[str, JsonObject] = {}
+        counts: dict[str, int] = {}
+        for item in verified:
+            annotated = annotated_evidence(
+                tee,
+                item.claims,
+                init_data_claims=init_data_claims,
+                runtime_data_claims=runtime_data_claims,
+            )
+            index = counts.get(item.tee_class, 0)
+            counts[item.tee_class] = index + 1
+            submods[f"{item.tee_class}{index}"] = self._appraise(tee, item, annotated)
+        status = worst_status(Ar4siStatus(a[_STATUS]) for a in submods.values())
+        # 8. Sign.
+        token, claims = self._signer.sign(submods)
+        logger.info(
+            "attestation of %s evidence: %s (%s)",
+            tee,
+            status,
+            ", ".join(f"{name}={a[_STATUS]}" for name, a in submods.items()),
+        )
+        return AttestationOutcome(token=token, claims=claims, status=status)

@@ -1,0 +1,115 @@
+"""Where a VCEK comes from when the evidence carries none: an offline store, then AMD's KDS.
+
+Offline store (upstream's ``OfflineStore`` layout, so an existing store works unchanged)::
+
+    <vcek_store_dir>/vcek/<hwid>/bl<BL>_tee<TEE>_snp<SNP>_ucode<UCODE>[_fmc<FMC>]_vcek.der
+    <vcek_store_dir>/vcek/<hwid>/vcek.der          (fallback, any TCB)
+
+``<hwid>`` is lower-case hex of CHIP_ID (Turin: its first 8 bytes, as KDS names Turin chips);
+SPL values are decimal, zero-padded to two digits (``ucode209`` stays three). Files are DER.
+
+AMD KDS: ``GET <base>/vcek/v1/<Milan|Genoa|Turin>/<hwid>?[fmcSPL=FF&]blSPL=BB&teeSPL=TT&
+snpSPL=SS&ucodeSPL=UU`` through an injected ``fetcher(url) -> DER bytes``; answers that parse
+as a certificate are cached in memory by URL. Whatever source answers, the VCEK still goes
+through the full chain, hwID and TCB checks. VLEKs are not on KDS: they must be in the evidence.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
+
+from custodes.attestation.verifiers.snp.certs import load_der_certificate
+from custodes.attestation.verifiers.snp.errors import VekChainInvalid, VekUnavailable
+from custodes.attestation.verifiers.snp.tcb import Generation, TcbVersion
+
+logger = logging.getLogger(__name__)
+
+KDS_BASE_URL: Final = "https://kdsintf.amd.com"
+MAX_VCEK_SIZE: Final = 16 * 1024
+_MAX_CACHED_URLS: Final = 1024
+
+Fetcher = Callable[[str], bytes]
+
+
+def hwid_hex(generation: Generation, chip_id: bytes) -> str:
+    """The chip's hardware ID as KDS names it: hex CHIP_ID, only 8 bytes on Turin."""
+    return (chip_id[:8] if generation is Generation.TURIN else chip_id).hex()
+
+
+def kds_vcek_url(
+    generation: Generation, chip_id: bytes, tcb: TcbVersion, base_url: str = KDS_BASE_URL
+) -> str:
+    query = "&".join(f"{name}={value:02d}" for name, value in tcb.spl_values.items())
+    return f"{base_url}/vcek/v1/{generation}/{hwid_hex(generation, chip_id)}?{query}"
+
+
+def store_paths(
+    store_dir: Path, generation: Generation, chip_id: bytes, tcb: TcbVersion
+) -> list[Path]:
+    """The files the offline store is searched for, in order."""
+    folder = store_dir / "vcek" / hwid_hex(generation, chip_id)
+    prefix = f"bl{tcb.bootloader:02d}_tee{tcb.tee:02d}_snp{tcb.snp:02d}_ucode{tcb.microcode:02d}"
+    if tcb.fmc is not None:
+        prefix += f"_fmc{tcb.fmc:02d}"
+    return [folder / f"{prefix}_vcek.der", folder / "vcek.der"]
+
+
+class VcekSources:
+    """The offline store, then KDS; ``find`` returns (DER, where it came from)."""
+
+    def __init__(
+        self, store_dir: Path | None, fetcher: Fetcher | None, base_url: str = KDS_BASE_URL
+    ) -> None:
+        self._store_dir = store_dir
+        self._fetcher = fetcher
+        self._base_url = base_url
+        self._cache: dict[str, bytes] = {}
+
+    def find(self, generation: Generation, chip_id: bytes, tcb: TcbVersion) -> tuple[bytes, str]:
+        if not any(chip_id):
+            # MASK_CHIP_ID: the chip cannot be named, so neither store nor KDS can serve it.
+            raise VekUnavailable("CHIP_ID is masked; the evidence must carry the VCEK")
+        if self._store_dir is not None:
+            for path in store_paths(self._store_dir, generation, chip_id, tcb):
+                data = _read_bounded(path)
+                if data is not None:
+                    logger.debug("SNP VCEK from the offline store: %s", path)
+                    return data, f"store:{path}"
+        if self._fetcher is not None:
+            url = kds_vcek_url(generation, chip_id, tcb, self._base_url)
+            cached = self._cache.get(url)
+            if cached is not None:
+                return cached, url
+            try:
+                answer: object = self._fetcher(url)
+            except Exception as e:  # any transport failure means: no VCEK from KDS
+                raise VekUnavailable(f"fetching the VCEK from AMD KDS failed: {e}") from e
+            if not isinstance(answer, bytes) or len(answer) > MAX_VCEK_SIZE:
+                raise VekUnavailable("AMD KDS answered something that is not a VCEK")
+            data = answer
+            try:
+                load_der_certificate(data, "VCEK")
+            except VekChainInvalid as e:
+                raise VekUnavailable("AMD KDS answered something that is not a VCEK") from e
+            if len(self._cache) >= _MAX_CACHED_URLS:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[url] = data
+            logger.debug("SNP VCEK fetched from %s", url)
+            return data, url
+        raise VekUnavailable("no VCEK in the evidence, the offline store, or from AMD KDS")
+
+
+def _read_bounded(path: Path) -> bytes | None:
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_VCEK_SIZE + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise VekUnavailable(f"cannot read the offline VCEK store: {path}") from e
+    if len(data) > MAX_VCEK_SIZE:
+        raise VekUnavailable(f"offline VCEK file is too large: {path}")
+    return data

@@ -1,0 +1,137 @@
+"""The one place that calls ``dcap_qvl`` (Intel DCAP quote verification, Rust core).
+
+``dcap_qvl`` 0.7.0 ships no ``py.typed`` marker, so it is imported untyped here and every value
+leaving this module is a plain typed Python value. Its errors are ``ValueError`` with a message;
+:func:`classify_failure` maps them onto the shared error classes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import dcap_qvl  # type: ignore[import-untyped]
+
+from custodes.attestation.verifiers.tdx.errors import TcbRevoked
+from custodes.errors import (
+    ChainInvalid,
+    CollateralError,
+    EvidenceError,
+    MalformedEvidence,
+    SignatureInvalid,
+    TcbError,
+    VerificationError,
+)
+from custodes.types.json import JsonObject
+
+
+@dataclass(frozen=True, slots=True)
+class PckInfo:
+    """What the verifier needs from the PCK leaf certificate's SGX extension."""
+
+    fmspc: str  # upper-case hex, as in TCB info
+    ca: str  # "platform" or "processor"
+    platform_instance_id: bytes | None  # Platform CA only
+    sgx_type: int
+
+
+@dataclass(frozen=True, slots=True)
+class QvlResult:
+    status: str  # dcap-qvl's combined TCB status (Intel's names: "UpToDate", …)
+    advisory_ids: tuple[str, ...]
+    claims: JsonObject  # dcap-qvl's claims JSON (TCB level, PCK fields, collateral dates)
+
+
+def pck_info(raw_quote: bytes) -> PckInfo:
+    """Read the PCK leaf certificate embedded in a quote; ``MalformedEvidence`` if unusable."""
+    try:
+        quote = dcap_qvl.parse_quote(raw_quote)
+        ext = quote.pck_extension()
+        fmspc = str(quote.fmspc()).upper()
+        ca = str(quote.ca()).lower()
+    except ValueError as e:
+        raise MalformedEvidence("TDX quote: unreadable PCK certificate") from e
+    if ext is None or ca not in ("platform", "processor"):
+        raise MalformedEvidence("TDX quote: PCK certificate lacks the SGX extension")
+    instance = ext.platform_instance_id
+    return PckInfo(
+        fmspc=fmspc,
+        ca=ca,
+        platform_instance_id=bytes(instance) if instance is not None else None,
+        sgx_type=int(ext.sgx_type),
+    )
+
+
+def verify(
+    raw_quote: bytes,
+    *,
+    pck_crl_issuer_chain: str,
+    root_ca_crl: bytes,
+    pck_crl: bytes,
+    tcb_info_issuer_chain: str,
+    tcb_info: str,
+    tcb_info_signature: bytes,
+    qe_identity_issuer_chain: str,
+    qe_identity: str,
+    qe_identity_signature: bytes,
+    now: int,
+    root_ca_der: bytes | None,
+) -> QvlResult:
+    """Verify the quote's signatures, PCK chain, CRLs and TCB level against the collateral at
+    ``now``; the TCB status is returned, never judged here (``claims_only`` policy)."""
+    collateral = dcap_qvl.QuoteCollateralV3(
+        pck_crl_issuer_chain,
+        root_ca_crl,
+        pck_crl,
+        tcb_info_issuer_chain,
+        tcb_info,
+        tcb_info_signature,
+        qe_identity_issuer_chain,
+        qe_identity,
+        qe_identity_signature,
+    )
+    verifier = dcap_qvl.QuoteVerifier(root_ca_der)
+    try:
+        claims = verifier.verify_with_policy(
+            raw_quote, collateral, now, dcap_qvl.QuotePolicy.claims_only(now)
+        )
+    except ValueError as e:
+        raise classify_failure(str(e)) from e
+    parsed = json.loads(claims.to_json())
+    tcb = parsed.get("tcb") or {}
+    return QvlResult(
+        status=str(tcb.get("status", "")),
+        advisory_ids=tuple(str(a) for a in tcb.get("advisory_ids") or ()),
+        claims=parsed,
+    )
+
+
+# dcap-qvl message fragments -> error class, most specific first.
+_FAILURES: tuple[tuple[str, type[EvidenceError]], ...] = (
+    ("decode quote", MalformedEvidence),
+    ("status is invalid: revoked", TcbRevoked),
+    ("tcb status", TcbError),
+    ("report signature is invalid", SignatureInvalid),
+    ("invalid for qe_report", SignatureInvalid),
+    ("qe report hash mismatch", SignatureInvalid),
+    ("invalid for tcb_info", CollateralError),
+    ("invalid for qe_identity", CollateralError),
+    ("crl", CollateralError),
+    ("expired", CollateralError),
+    ("in the future", CollateralError),
+    ("not yet valid", CollateralError),
+    ("fmspc", CollateralError),
+    ("tcb level", TcbError),
+    ("revoked", ChainInvalid),
+    ("certificate", ChainInvalid),
+    ("chain", ChainInvalid),
+)
+
+
+def classify_failure(message: str) -> EvidenceError:
+    """The error for a dcap-qvl failure message (``VerificationError`` when unrecognised)."""
+    lowered = message.lower()
+    for fragment, cls in _FAILURES:
+        if fragment in lowered:
+            return cls(f"DCAP verification failed: {message.splitlines()[0]}")
+    return VerificationError(f"DCAP verification failed: {message.splitlines()[0]}")

@@ -1,0 +1,58 @@
+"""Options and helpers shared by the command modules."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from custodes.errors import ConfigError, InvalidResourcePath
+from custodes.protocol.resource import ResourcePath, ResourceUri
+
+
+def add_url(p: argparse.ArgumentParser, *, required_what: str = "broker") -> None:
+    p.add_argument(
+        "--url",
+        default=os.environ.get("CUSTODES_URL"),
+        help=f"base URL of the {required_what}, e.g. http://127.0.0.1:8080 (env CUSTODES_URL)",
+    )
+    p.add_argument(
+        "--cacert", type=Path, help="CA certificate (PEM) that signed the broker's TLS certificate"
+    )
+
+
+def require_url(args: argparse.Namespace) -> str:
+    if not args.url:
+        raise ConfigError("no broker URL: pass --url or set CUSTODES_URL")
+    url: str = args.url
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"--url must start with http:// or https://, got {url!r}")
+    return url
+
+
+def resource_path(text: str) -> ResourcePath:
+    """A resource given as ``repo/type/tag`` or ``kbs:///repo/type/tag``."""
+    if text.startswith("kbs://"):
+        return ResourceUri.parse(text).path
+    return ResourcePath.parse(text)
+
+
+def resource_arg(text: str) -> ResourcePath:
+    """argparse ``type=`` wrapper: a clear usage error instead of a traceback."""
+    try:
+        return resource_path(text)
+    except InvalidResourcePath as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
+def write_output(data: bytes, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    tmp = output.with_name(output.name + ".part")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, output)

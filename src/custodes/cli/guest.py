@@ -1,0 +1,100 @@
+"""`custodes guest`: the guest side, run inside the TEE."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from custodes.cli._common import add_url, require_url, resource_arg, write_output
+from custodes.errors import ConfigError
+from custodes.guest.attester.select import SELECTABLE, select_attester
+from custodes.guest.kbs_client import KbsClient
+
+EPILOG = """\
+examples:
+  custodes guest attest --url https://broker:8080 --cacert ca.pem
+  custodes guest get-resource --url http://127.0.0.1:8080 --tee sample kbs:///default/key/db-password
+  custodes guest get-resource --url ... kbs:///default/key/model --output /run/secrets/model.key
+"""
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "guest",
+        help="attest this TEE and fetch secrets (inside the confidential pod)",
+        description=(
+            "Attest this TEE to a broker (KBS protocol 0.4.0) and fetch resources, which "
+            "arrive encrypted to an ephemeral key made inside the TEE."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    def common(a: argparse.ArgumentParser) -> None:
+        add_url(a)
+        a.add_argument(
+            "--tee",
+            choices=SELECTABLE,
+            help="attester to use (default: detect the TEE; the sample TEE is never detected)",
+        )
+        a.add_argument(
+            "--key-type",
+            choices=["ec-p256", "ec-p521", "rsa"],
+            default="ec-p256",
+            help="ephemeral TEE key (default ec-p256, ECDH-ES+A256KW; rsa = RSA-OAEP-256)",
+        )
+        a.add_argument(
+            "--tcti",
+            help="TPM to use with --tee tpm, e.g. swtpm:host=127.0.0.1,port=2321 "
+            "(default $CUSTODES_TPM_TCTI, else device:/dev/tpmrm0)",
+        )
+        a.add_argument("--init-data", type=Path, help="init-data TOML sent with the evidence")
+
+    at = actions.add_parser("attest", help="run the handshake and print the EAR token")
+    common(at)
+    at.set_defaults(func=_attest)
+    gr = actions.add_parser("get-resource", help="fetch a resource (raw bytes to stdout)")
+    common(gr)
+    gr.add_argument("resource", type=resource_arg, help="kbs:///repo/type/tag or repo/type/tag")
+    gr.add_argument("--output", type=Path, help="write to FILE (mode 0600) instead of stdout")
+    gr.add_argument(
+        "--via",
+        choices=["bearer", "cookie"],
+        default="bearer",
+        help="present the token as a Bearer header (default, as upstream's guest) or the "
+        "session cookie",
+    )
+    gr.set_defaults(func=_get_resource)
+
+
+def _client(args: argparse.Namespace) -> KbsClient:
+    init_data = None
+    if args.init_data is not None:
+        try:
+            init_data = args.init_data.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"cannot read init-data {args.init_data}: {e}") from e
+    return KbsClient(
+        require_url(args),
+        select_attester(args.tee, tcti=args.tcti),
+        key_kind=args.key_type,
+        init_data=init_data,
+        ca_file=args.cacert,
+    )
+
+
+def _attest(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        print(client.attest().value)
+    return 0
+
+
+def _get_resource(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        data = client.get_resource(args.resource, via=args.via)
+    write_output(data, args.output)
+    if args.output is not None:
+        print(f"wrote {len(data)} bytes to {args.output}", file=sys.stderr)
+    return 0

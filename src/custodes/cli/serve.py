@@ -1,0 +1,97 @@
+"""`custodes serve`: the key broker (KBS + Attestation Service + RVPS) in one process."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+
+from custodes import __version__
+from custodes.kbs.app import create_app
+from custodes.kbs.broker import build_broker
+from custodes.kbs.config import KbsConfig, load_config
+from custodes.kbs.server import base_url, bind_socket, uvicorn_server
+
+logger = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="run the key broker",
+        description=(
+            "Run the key broker: KBS protocol 0.4.0 endpoints under /kbs/v0, the Attestation "
+            "Service and the Reference Value Provider in one process, state in SQLite. "
+            "On first start it creates an admin key pair and an EAR signing key in the data "
+            "directory and says where."
+        ),
+        epilog=(
+            "examples:\n"
+            "  custodes serve            # defaults: 127.0.0.1:8080, state in ./custodes-data\n"
+            "  custodes serve --config /etc/custodes/serve.toml\n"
+            "  custodes serve --listen 127.0.0.1:0 --unsafe-allow-sample-tee  # tests, demos\n"
+            "\nThe sample configuration, with every setting explained: docs/serve.sample.toml"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", type=Path, help="TOML configuration file")
+    p.add_argument("--listen", help="HOST:PORT to listen on (overrides server.listen)")
+    p.add_argument("--data-dir", type=Path, help="state directory (overrides server.data_dir)")
+    p.add_argument(
+        "--unsafe-allow-sample-tee",
+        action="store_true",
+        help="accept the sample TEE, which proves nothing (tests and demos only)",
+    )
+    p.set_defaults(func=run)
+
+
+def effective_config(args: argparse.Namespace) -> KbsConfig:
+    config = load_config(args.config)
+    server = config.server
+    if args.listen:
+        server = dataclasses.replace(server, listen=args.listen)
+    if args.data_dir:
+        server = dataclasses.replace(server, data_dir=args.data_dir)
+    attestation = config.attestation
+    if args.unsafe_allow_sample_tee:
+        attestation = dataclasses.replace(attestation, unsafe_allow_sample_tee=True)
+    return dataclasses.replace(config, server=server, attestation=attestation).validate()
+
+
+def banner(config: KbsConfig, url: str, generated_admin: object) -> list[str]:
+    lines = [
+        f"custodes serve {__version__}: KBS protocol 0.4.0 at {url}/kbs/v0",
+        f"  store: sqlite {config.sqlite_path}",
+    ]
+    admin_keys = config.admin.public_keys or (config.server.data_dir / "admin-key.pub.pem",)
+    lines.append("  admin keys: " + ", ".join(str(k) for k in admin_keys))
+    if generated_admin is not None:
+        private = getattr(generated_admin, "private_path", None)
+        lines.append(
+            f"  created the admin key pair; the workload admin's private key is {private} "
+            "(move it off this host: `custodes admin --key` uses it)"
+        )
+    for notice in config.insecure_notices():
+        lines.append(f"  !!! INSECURE: {notice}. Every token this broker issues says so.")
+    if not config.server.tls_cert and config.server.host not in ("127.0.0.1", "localhost", "::1"):
+        lines.append(
+            "  !!! plain HTTP on a non-loopback address: put TLS in front or set server.tls_cert"
+        )
+    return lines
+
+
+def run(args: argparse.Namespace) -> int:
+    config = effective_config(args)
+    broker = build_broker(config)
+    app = create_app(broker)
+    sock = bind_socket(config.server.host, config.server.port)
+    url = base_url(config, sock)
+    for line in banner(config, url, broker.generated_admin_key):
+        print(line, file=sys.stderr, flush=True)
+    try:
+        uvicorn_server(app, config).run(sockets=[sock])
+    finally:
+        broker.close()
+    return 0

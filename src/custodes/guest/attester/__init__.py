@@ -1,0 +1,1 @@
+"""Evidence collection, one module per TEE, behind :class:`.base.Attester`."""

@@ -1,0 +1,1 @@
+"""The Key Broker Service: HTTP app, sessions, resources, admin API."""

@@ -1,0 +1,367 @@
+"""The OpenAPI 3.1 document of the whole broker API, served at ``/kbs/v0/openapi.json``.
+
+Written by hand because the routes dispatch on raw path segments (see ``app.py``); a test
+checks that every route of the app appears here and that every documented operation exists.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from custodes import __version__
+
+_ERR = {"$ref": "#/components/responses/Error"}
+_ADMIN: list[dict[str, list[str]]] = [{"adminJwt": []}]
+_SEGMENT = {"type": "string", "pattern": "^[A-Za-z0-9_-][A-Za-z0-9_.-]*$", "maxLength": 128}
+_PATH_PARAMS = [
+    {"name": n, "in": "path", "required": True, "schema": _SEGMENT} for n in ("repo", "type", "tag")
+]
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    return {str(s): _ERR for s in statuses}
+
+
+def _ok(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    if schema is None:
+        return {"description": description}
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _json_body(ref: str) -> dict[str, Any]:
+    return {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}},
+    }
+
+
+def _policy_paths(name: str, with_id: bool) -> dict[str, Any]:
+    upload = "AttestationPolicyUpload" if with_id else "ResourcePolicyUpload"
+    return {
+        f"/kbs/v0/{name}": {
+            "post": {
+                "summary": f"Set the {name.replace('-', ' ')} (admin)",
+                "security": _ADMIN,
+                "requestBody": _json_body(upload),
+                "responses": {"200": _ok("stored"), **_errors(400, 401, 413)},
+            },
+            "get": {
+                "summary": f"List {name.replace('-', ' ')} ids (admin)",
+                "security": _ADMIN,
+                "responses": {
+                    "200": _ok("policy ids", {"type": "array", "items": {"type": "string"}}),
+                    **_errors(401),
+                },
+            },
+        },
+        f"/kbs/v0/{name}/{{policy_id}}": {
+            "get": {
+                "summary": f"Read one {name.replace('-', ' ')} (admin)",
+                "security": _ADMIN,
+                "parameters": [
+                    {"name": "policy_id", "in": "path", "required": True, "schema": _SEGMENT}
+                ],
+                "responses": {
+                    "200": _ok("the policy", {"$ref": "#/components/schemas/StoredPolicy"}),
+                    **_errors(401, 404),
+                },
+            }
+        },
+    }
+
+
+def openapi_document() -> dict[str, Any]:
+    jwk_ec = {
+        "type": "object",
+        "required": ["kty", "crv", "alg", "x", "y"],
+        "properties": {
+            "kty": {"const": "EC"},
+            "crv": {"enum": ["P-256", "P-521"]},
+            "alg": {"const": "ECDH-ES+A256KW"},
+            "x": {"type": "string"},
+            "y": {"type": "string"},
+        },
+    }
+    jwk_rsa = {
+        "type": "object",
+        "required": ["kty", "alg", "n", "e"],
+        "properties": {
+            "kty": {"const": "RSA"},
+            "alg": {"enum": ["RSA-OAEP-256", "RSA1_5"]},
+            "n": {"type": "string"},
+            "e": {"type": "string"},
+        },
+    }
+    schemas: dict[str, Any] = {
+        "Request": {
+            "type": "object",
+            "required": ["version", "tee"],
+            "properties": {
+                "version": {"type": "string", "const": "0.4.0"},
+                "tee": {"type": "string"},
+                "extra-params": {},
+            },
+        },
+        "Challenge": {
+            "type": "object",
+            "required": ["nonce", "extra-params"],
+            "properties": {"nonce": {"type": "string"}, "extra-params": {}},
+        },
+        "Attestation": {
+            "type": "object",
+            "required": ["runtime-data", "tee-evidence"],
+            "properties": {
+                "init-data": {
+                    "type": "object",
+                    "required": ["format", "body"],
+                    "properties": {"format": {"const": "toml"}, "body": {"type": "string"}},
+                },
+                "runtime-data": {
+                    "type": "object",
+                    "required": ["nonce", "tee-pubkey"],
+                    "properties": {
+                        "nonce": {"type": "string"},
+                        "tee-pubkey": {"oneOf": [jwk_ec, jwk_rsa]},
+                    },
+                },
+                "tee-evidence": {
+                    "type": "object",
+                    "required": ["primary_evidence", "additional_evidence"],
+                    "properties": {
+                        "primary_evidence": {},
+                        "additional_evidence": {"type": "string"},
+                    },
+                },
+            },
+        },
+        "AttestationResult": {
+            "type": "object",
+            "required": ["token"],
+            "properties": {"token": {"type": "string", "description": "EAR JWT (ES256)"}},
+        },
+        "Jwe": {
+            "type": "object",
+            "description": "Flattened JSON JWE (RFC 7516 §7.2.2) to the TEE key",
+            "required": ["protected", "encrypted_key", "iv", "ciphertext", "tag"],
+            "properties": {
+                k: {"type": "string"}
+                for k in ("protected", "encrypted_key", "iv", "ciphertext", "tag")
+            },
+        },
+        "ErrorInformation": {
+            "type": "object",
+            "required": ["type", "detail"],
+            "properties": {"type": {"type": "string"}, "detail": {"type": "string"}},
+        },
+        "AttestationPolicyUpload": {
+            "type": "object",
+            "required": ["policy"],
+            "properties": {
+                "policy_id": {"type": "string", "default": "default_cpu"},
+                "policy": {"type": "string", "description": "Rego, unpadded base64url"},
+                "type": {"type": "string", "default": "rego"},
+            },
+        },
+        "ResourcePolicyUpload": {
+            "type": "object",
+            "required": ["policy"],
+            "properties": {"policy": {"type": "string", "description": "Rego, unpadded base64url"}},
+        },
+        "StoredPolicy": {
+            "type": "object",
+            "required": ["policy_id", "policy"],
+            "properties": {"policy_id": {"type": "string"}, "policy": {"type": "string"}},
+        },
+        "RvpsMessage": {
+            "type": "object",
+            "required": ["type", "payload"],
+            "properties": {
+                "version": {"type": "string", "default": "0.1.0"},
+                "type": {"type": "string", "enum": ["sample"]},
+                "payload": {
+                    "type": "string",
+                    "description": "base64 of a JSON object: reference-value id -> value",
+                },
+                "expiration": {
+                    "type": "string",
+                    "format": "date-time",
+                    "description": "custodes extension: when these values stop being used",
+                },
+            },
+        },
+        "StoredReferenceValue": {
+            "type": "object",
+            "required": ["version", "name", "expiration", "value"],
+            "properties": {
+                "version": {"type": "string"},
+                "name": {"type": "string"},
+                "expiration": {"type": "string"},
+                "value": {},
+            },
+        },
+        "ResourceInfo": {
+            "type": "object",
+            "required": ["path", "size", "updated"],
+            "properties": {
+                "path": {"type": "string"},
+                "size": {"type": "integer"},
+                "updated": {"type": "integer"},
+            },
+        },
+    }
+    paths: dict[str, Any] = {
+        "/kbs/v0/auth": {
+            "post": {
+                "summary": "Start the RCAR handshake",
+                "requestBody": _json_body("Request"),
+                "responses": {
+                    "200": _ok(
+                        "challenge; sets cookie kbs-session-id",
+                        {"$ref": "#/components/schemas/Challenge"},
+                    ),
+                    **_errors(400, 413),
+                },
+            }
+        },
+        "/kbs/v0/attest": {
+            "post": {
+                "summary": "Send evidence for the session's challenge; returns an EAR token",
+                "parameters": [
+                    {
+                        "name": "kbs-session-id",
+                        "in": "cookie",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "requestBody": _json_body("Attestation"),
+                "responses": {
+                    "200": _ok("token", {"$ref": "#/components/schemas/AttestationResult"}),
+                    **_errors(400, 401, 413),
+                },
+            }
+        },
+        "/kbs/v0/resource": {
+            "get": {
+                "summary": "List stored resource paths (admin)",
+                "security": _ADMIN,
+                "responses": {
+                    "200": _ok("paths", {"type": "array", "items": {"type": "string"}}),
+                    **_errors(401),
+                },
+            }
+        },
+        "/kbs/v0/resource/{repo}/{type}/{tag}": {
+            "parameters": _PATH_PARAMS,
+            "get": {
+                "summary": "Fetch a resource, encrypted to the attested TEE key",
+                "security": [{"sessionCookie": []}, {"earToken": []}],
+                "responses": {
+                    "200": _ok("JWE", {"$ref": "#/components/schemas/Jwe"}),
+                    **_errors(401, 404),
+                },
+            },
+            "post": {
+                "summary": "Store a resource (admin)",
+                "security": _ADMIN,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/octet-stream": {"schema": {}}},
+                },
+                "responses": {"200": _ok("stored"), **_errors(401, 404, 413)},
+            },
+            "delete": {
+                "summary": "Delete a resource (admin)",
+                "security": _ADMIN,
+                "responses": {"200": _ok("deleted"), **_errors(401, 404)},
+            },
+        },
+        "/kbs/v0/resource-info/{repo}/{type}/{tag}": {
+            "parameters": _PATH_PARAMS,
+            "get": {
+                "summary": "Size and update time of a resource, never its content (admin)",
+                "security": _ADMIN,
+                "responses": {
+                    "200": _ok("info", {"$ref": "#/components/schemas/ResourceInfo"}),
+                    **_errors(401, 404),
+                },
+            },
+        },
+        **_policy_paths("attestation-policy", with_id=True),
+        **_policy_paths("resource-policy", with_id=False),
+        "/kbs/v0/reference-value": {
+            "post": {
+                "summary": "Register reference values (admin)",
+                "security": _ADMIN,
+                "requestBody": _json_body("RvpsMessage"),
+                "responses": {"200": _ok("registered"), **_errors(400, 401, 413)},
+            },
+            "get": {
+                "summary": "List reference-value ids (admin)",
+                "security": _ADMIN,
+                "responses": {
+                    "200": _ok("ids", {"type": "array", "items": {"type": "string"}}),
+                    **_errors(401),
+                },
+            },
+        },
+        "/kbs/v0/reference-value/{id}": {
+            "get": {
+                "summary": "Read one reference value with its expiration (admin)",
+                "security": _ADMIN,
+                "parameters": [
+                    {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "200": _ok("value", {"$ref": "#/components/schemas/StoredReferenceValue"}),
+                    **_errors(401, 404),
+                },
+            }
+        },
+        "/kbs/v0/openapi.json": {
+            "get": {"summary": "This document", "responses": {"200": _ok("OpenAPI 3.1")}}
+        },
+        "/healthz": {
+            "get": {
+                "summary": "Liveness and store check",
+                "responses": {"200": _ok("ok"), **_errors(500)},
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "responses": {
+                    "200": {
+                        "description": "text exposition format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "custodes key broker (KBS protocol 0.4.0)",
+            "version": __version__,
+        },
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "responses": {
+                "Error": {
+                    "description": "ErrorInformation",
+                    "content": {
+                        "application/json": {
+                            "schema": {"$ref": "#/components/schemas/ErrorInformation"}
+                        }
+                    },
+                }
+            },
+            "securitySchemes": {
+                "adminJwt": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "earToken": {"type": "http", "scheme": "bearer", "bearerFormat": "EAR JWT"},
+                "sessionCookie": {"type": "apiKey", "in": "cookie", "name": "kbs-session-id"},
+            },
+        },
+    }

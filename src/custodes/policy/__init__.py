@@ -1,0 +1,1 @@
+"""Rego policies: the engine adapter, the policy store and the shipped default policies."""

@@ -1,0 +1,345 @@
+"""KBS protocol 0.4.0 messages (upstream ``kbs-types``) and the strict JSON reader for them.
+
+Field names are upstream's exactly, including its mix of kebab-case (``extra-params``,
+``runtime-data``) and snake_case (``primary_evidence`` inside ``tee-evidence``). Unknown members
+are ignored, as upstream's serde does; missing or mistyped members raise
+:class:`~custodes.errors.MalformedMessage`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import re
+from dataclasses import dataclass
+from itertools import accumulate
+from typing import Final, NoReturn, Self
+
+from custodes.errors import MalformedMessage, UnsupportedVersion
+from custodes.protocol.binding import (
+    HashAlgorithm,
+    device_runtime_data_digest,
+    runtime_data_digest,
+    select_hash_algorithm,
+)
+from custodes.protocol.tee_key import TeePublicKey
+from custodes.types.json import Json, JsonObject
+from custodes.types.tee import Tee
+
+PROTOCOL_VERSION: Final = "0.4.0"
+ERROR_TYPE_PREFIX: Final = "https://github.com/confidential-containers/kbs/errors/"
+DEFAULT_MAX_DEPTH: Final = 32
+INIT_DATA_FORMAT: Final = "toml"
+
+# --- strict JSON ---------------------------------------------------------------------------
+
+# A JSON string, or an unterminated one that runs to the end of the body: the scan never
+# restarts inside a string, so it stays linear however many quotes a body holds.
+_STRING: Final = re.compile(rb'"(?:[^"\\]|\\.)*+"?', re.DOTALL)
+_BRACKETS: Final = b"[]{}"
+_NOT_BRACKETS: Final = bytes(b for b in range(256) if b not in _BRACKETS)
+# Indexed by byte value: +1 for an opening bracket, -1 for a closing one.
+_STEP: Final = [1 if b in b"[{" else -1 if b in b"]}" else 0 for b in range(256)]
+# Only an escape can produce a lone surrogate from text that decoded as UTF-8.
+_SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _nesting_depth(body: bytes) -> int:
+    """Deepest bracket nesting outside strings, without recursion (``json`` recurses).
+
+    Works on the UTF-8 bytes: no byte of a multi-byte sequence is ASCII, so quotes,
+    backslashes and brackets are found exactly as in the decoded text.
+    """
+    brackets = _STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
+    return max(accumulate(map(_STEP.__getitem__, brackets)), default=0)
+
+
+def _refuse_constant(name: str) -> NoReturn:
+    raise MalformedMessage(f"non-standard JSON constant {name}")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise MalformedMessage("JSON number out of range")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Json]]) -> JsonObject:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise MalformedMessage("duplicate key in JSON object")
+    return obj
+
+
+def parse_json_body(body: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> Json:
+    """Parse an untrusted JSON body strictly, or raise ``MalformedMessage``.
+
+    Refused: non-UTF-8 bytes, a BOM, ``NaN``/``Infinity``, numbers that overflow a float,
+    duplicate keys, lone surrogate escapes, nesting deeper than ``max_depth``.
+    """
+    if not isinstance(body, bytes | bytearray | memoryview):
+        raise MalformedMessage("body is not bytes")
+    raw = bytes(body)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise MalformedMessage("body is not UTF-8") from e
+    if _nesting_depth(raw) > max_depth:
+        raise MalformedMessage(f"JSON nested deeper than {max_depth}")
+    try:
+        value = json.loads(
+            text,
+            object_pairs_hook=_unique_keys,
+            parse_constant=_refuse_constant,
+            parse_float=_finite_float,
+        )
+    except (ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
+        raise MalformedMessage("body is not valid JSON") from e
+    if _SURROGATE_ESCAPE.search(text):
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise MalformedMessage("JSON string holds a lone surrogate") from e
+    return value
+
+
+# --- field helpers -------------------------------------------------------------------------
+
+
+def _object(obj: object, what: str) -> JsonObject:
+    if not isinstance(obj, dict):
+        raise MalformedMessage(f"{what} is not a JSON object")
+    return obj
+
+
+def _member(obj: JsonObject, key: str, what: str) -> Json:
+    if key not in obj:
+        raise MalformedMessage(f"{what} lacks {key!r}")
+    return obj[key]
+
+
+def _string(obj: JsonObject, key: str, what: str) -> str:
+    value = _member(obj, key, what)
+    if not isinstance(value, str):
+        raise MalformedMessage(f"{what}.{key} is not a string")
+    return value
+
+
+# --- messages ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """``POST /auth`` body."""
+
+    version: str
+    tee: Tee
+    extra_params: Json
+
+    @classmethod
+    def from_json(cls, obj: object) -> Self:
+        o = _object(obj, "Request")
+        version = _string(o, "version", "Request")
+        if version != PROTOCOL_VERSION:
+            raise UnsupportedVersion(
+                f"KBS protocol version {version!r} is not supported; expected {PROTOCOL_VERSION}"
+            )
+        tee_name = _string(o, "tee", "Request")
+        tee = Tee.parse(tee_name)
+        return cls(version=version, tee=tee, extra_params=_member(o, "extra-params", "Request"))
+
+    def to_json(self) -> JsonObject:
+        return {
+            "version": self.version,
+            "tee": self.tee.value,
+            "extra-params": copy.deepcopy(self.extra_params),
+        }
+
+    def supported_hash_algorithms(self) -> tuple[HashAlgorithm, ...]:
+        """The client's ``supported-hash-algorithms``, known ones only, in its order."""
+        if not isinstance(self.extra_params, dict):
+            return ()
+        names = self.extra_params.get("supported-hash-algorithms")
+        if names is None:
+            return ()
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise MalformedMessage("supported-hash-algorithms is not a list of strings")
+        found: list[HashAlgorithm] = []
+        for name in names:
+            try:
+                alg = HashAlgorithm(name.lower())
+            except ValueError:
+                continue  # e.g. sm3: advertised by upstream guests, never selected
+            if alg not in found:
+                found.append(alg)
+        return tuple(found)
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """``/auth`` response. ``extra_params`` is the empty string unless a hash is selected."""
+
+    nonce: str
+    extra_params: Json = ""
+
+    @classmethod
+    def from_json(cls, obj: object) -> Self:
+        o = _object(obj, "Challenge")
+        return cls(
+            nonce=_string(o, "nonce", "Challenge"),
+            extra_params=_member(o, "extra-params", "Challenge"),
+        )
+
+    def to_json(self) -> JsonObject:
+        return {"nonce": self.nonce, "extra-params": copy.deepcopy(self.extra_params)}
+
+    def hash_algorithm(self) -> HashAlgorithm:
+        """The binding hash the client must use (``MalformedMessage`` if unknown)."""
+        return select_hash_algorithm(self.extra_params)
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeData:
+    """``runtime-data``: the challenge nonce verbatim and the TEE's public key."""
+
+    nonce: str
+    tee_pubkey: TeePublicKey
+
+    @classmethod
+    def from_json(cls, obj: object, *, allow_rsa1_5: bool = False) -> Self:
+        o = _object(obj, "runtime-data")
+        nonce = _string(o, "nonce", "runtime-data")
+        jwk = _member(o, "tee-pubkey", "runtime-data")
+        return cls(nonce=nonce, tee_pubkey=TeePublicKey.from_jwk(jwk, allow_rsa1_5=allow_rsa1_5))
+
+    def to_json(self) -> JsonObject:
+        return {"tee-pubkey": copy.deepcopy(self.tee_pubkey.jwk), "nonce": self.nonce}
+
+    def digest(self, additional_evidence: str, alg: HashAlgorithm) -> bytes:
+        """The primary (CPU TEE) binding digest."""
+        return runtime_data_digest(self.nonce, self.tee_pubkey.jwk, additional_evidence, alg)
+
+    def device_digest(self, alg: HashAlgorithm) -> bytes:
+        """The binding digest of an additional device."""
+        return device_runtime_data_digest(self.nonce, self.tee_pubkey.jwk, alg)
+
+
+@dataclass(frozen=True, slots=True)
+class InitData:
+    """``init-data``: the TOML text exactly as the guest holds it (its digest is of these bytes)."""
+
+    format: str
+    body: str
+
+    @classmethod
+    def from_json(cls, obj: object) -> Self:
+        o = _object(obj, "init-data")
+        fmt = _string(o, "format", "init-data")
+        if fmt != INIT_DATA_FORMAT:
+            # Upstream's docs also name "json", which its backends reject.
+            raise MalformedMessage(f"init-data format {fmt!r} is not supported")
+        return cls(format=fmt, body=_string(o, "body", "init-data"))
+
+    def to_json(self) -> JsonObject:
+        return {"format": self.format, "body": self.body}
+
+
+@dataclass(frozen=True, slots=True)
+class TeeEvidence:
+    """``tee-evidence``. ``additional_evidence`` is a JSON *string* (``""`` if none)."""
+
+    primary_evidence: Json
+    additional_evidence: str
+
+    @classmethod
+    def from_json(cls, obj: object) -> Self:
+        o = _object(obj, "tee-evidence")
+        return cls(
+            primary_evidence=_member(o, "primary_evidence", "tee-evidence"),
+            additional_evidence=_string(o, "additional_evidence", "tee-evidence"),
+        )
+
+    def to_json(self) -> JsonObject:
+        return {
+            "primary_evidence": copy.deepcopy(self.primary_evidence),
+            "additional_evidence": self.additional_evidence,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Attestation:
+    """``POST /attest`` body."""
+
+    runtime_data: RuntimeData
+    tee_evidence: TeeEvidence
+    init_data: InitData | None = None
+
+    @classmethod
+    def from_json(cls, obj: object, *, allow_rsa1_5: bool = False) -> Self:
+        o = _object(obj, "Attestation")
+        runtime_data = RuntimeData.from_json(
+            _member(o, "runtime-data", "Attestation"), allow_rsa1_5=allow_rsa1_5
+        )
+        tee_evidence = TeeEvidence.from_json(_member(o, "tee-evidence", "Attestation"))
+        raw_init = o.get("init-data")
+        init_data = None if raw_init is None else InitData.from_json(raw_init)
+        return cls(runtime_data=runtime_data, tee_evidence=tee_evidence, init_data=init_data)
+
+    def to_json(self) -> JsonObject:
+        out: JsonObject = {}
+        if self.init_data is not None:
+            out["init-data"] = self.init_data.to_json()
+        out["runtime-data"] = self.runtime_data.to_json()
+        out["tee-evidence"] = self.tee_evidence.to_json()
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class AttestationResult:
+    """``/attest`` response: the attestation token (an EAR JWT)."""
+
+    token: str
+
+    @classmethod
+    def from_json(cls, obj: object) -> Self:
+        return cls(token=_string(_object(obj, "AttestationResult"), "token", "AttestationResult"))
+
+    def to_json(self) -> JsonObject:
+        return {"token": self.token}
+
+
+_VARIANT: Final = re.compile(r"[A-Za-z][A-Za-z0-9]*")
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorInformation:
+    """Error body: ``type`` is :data:`ERROR_TYPE_PREFIX` + upstream's error variant name."""
+
+    type: str
+    detail: str
+
+    @classmethod
+    def for_variant(cls, variant: str, detail: str) -> Self:
+        if not _VARIANT.fullmatch(variant):
+            raise ValueError(f"not an error variant name: {variant!r}")
+        return cls(type=ERROR_TYPE_PREFIX + variant, detail=detail)
+
+    @property
+    def variant(self) -> str | None:
+        """The variant name when ``type`` has upstream's prefix, else ``None``."""
+        if self.type.startswith(ERROR_TYPE_PREFIX):
+            return self.type[len(ERROR_TYPE_PREFIX) :]
+        return None
+
+    @classmethod
+    def from_json(cls, obj: object) -> Self:
+        o = _object(obj, "ErrorInformation")
+        return cls(
+            type=_string(o, "type", "ErrorInformation"),
+            detail=_string(o, "detail", "ErrorInformation"),
+        )
+
+    def to_json(self) -> JsonObject:
+        return {"type": self.type, "detail": self.detail}

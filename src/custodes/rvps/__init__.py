@@ -1,0 +1,1 @@
+"""Reference Value Provider Service: reference values with provenance and enforced expiry."""

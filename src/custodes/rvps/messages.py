@@ -1,0 +1,147 @@
+"""Reference-value messages (Trustee RVPS wire format) and the stored reference value.
+
+A message is ``{"version": "0.1.0", "type": "sample", "payload": "<base64>"}`` (``version``
+defaults to 0.1.0). The ``sample`` payload is standard base64 of a JSON object mapping each
+reference-value id to any JSON value (usually a list of accepted values). Its provenance is
+the authenticated admin who registered it: there is no signature to check.
+
+Each value expires 365 days after registration, as upstream. custodes extension: an optional
+top-level ``"expiration"`` (RFC 3339 with a time zone, in the future) sets it explicitly.
+Upstream's ``swid`` and ``corim`` extractors are not implemented yet.
+
+Stored form (one entry per id, upstream's layout):
+``{"version": "0.1.0", "name": id, "expiration": "YYYY-MM-DDTHH:MM:SSZ", "value": ...}``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Final
+
+from custodes._internal.b64 import b64std_decode
+from custodes.errors import ReferenceValueError, StorageError
+from custodes.types.json import Json, JsonObject
+
+MESSAGE_VERSION: Final = "0.1.0"
+DEFAULT_LIFETIME: Final = timedelta(days=365)
+MAX_PAYLOAD_CHARS: Final = 4 << 20
+_TIME_FORMAT: Final = "%Y-%m-%dT%H:%M:%SZ"
+_ID: Final = re.compile(r"[A-Za-z0-9._/-]{1,256}")
+_MESSAGE_KEYS: Final = frozenset({"version", "type", "payload", "expiration"})
+_NOT_YET: Final = frozenset({"swid", "corim"})
+
+
+def check_reference_value_id(name: object) -> str:
+    """``name`` if it is a valid id (``[A-Za-z0-9._/-]{1,256}``, no ``..``), else an error."""
+    if not isinstance(name, str) or not _ID.fullmatch(name) or ".." in name:
+        raise ReferenceValueError(
+            f"invalid reference value id {name!r}: expected [A-Za-z0-9._/-]{{1,256}} without '..'"
+        )
+    return name
+
+
+def _utc_seconds(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(microsecond=0)
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceValue:
+    name: str
+    value: Json
+    expiration: datetime
+    version: str = MESSAGE_VERSION
+
+    def expired(self, now: datetime) -> bool:
+        return self.expiration <= now
+
+    def to_stored_json(self) -> JsonObject:
+        return {
+            "version": self.version,
+            "name": self.name,
+            "expiration": self.expiration.astimezone(UTC).strftime(_TIME_FORMAT),
+            "value": self.value,
+        }
+
+    @classmethod
+    def from_stored_json(cls, obj: Json) -> ReferenceValue:
+        """Read the stored form back; ``StorageError`` if it is not one."""
+        if not isinstance(obj, dict) or set(obj) != {"version", "name", "expiration", "value"}:
+            raise StorageError("stored reference value has an unexpected shape")
+        name, version, expiration = obj["name"], obj["version"], obj["expiration"]
+        if not isinstance(name, str) or not isinstance(version, str):
+            raise StorageError("stored reference value has an unexpected shape")
+        try:
+            when = datetime.strptime(expiration, _TIME_FORMAT).replace(tzinfo=UTC)
+        except (TypeError, ValueError) as e:
+            raise StorageError(f"stored reference value {name!r}: bad expiration") from e
+        return cls(name=name, value=obj["value"], expiration=when, version=version)
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _explicit_expiration(text: object, now: datetime) -> datetime:
+    if not isinstance(text, str):
+        raise ReferenceValueError("expiration must be an RFC 3339 date-time string")
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError as e:
+        raise ReferenceValueError(f"expiration {text!r} is not an RFC 3339 date-time") from e
+    if when.tzinfo is None:
+        raise ReferenceValueError(f"expiration {text!r} has no time zone")
+    when = _utc_seconds(when)
+    if when <= now:
+        raise ReferenceValueError(f"expiration {text!r} is not in the future")
+    return when
+
+
+def parse_message(obj: Json, *, now: datetime) -> list[ReferenceValue]:
+    """The reference values a registration message carries, or ``ReferenceValueError``."""
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    now = _utc_seconds(now)
+    # 1. Envelope.
+    if not isinstance(obj, dict):
+        raise ReferenceValueError("reference value message must be a JSON object")
+    unknown = sorted(set(obj) - _MESSAGE_KEYS)
+    if unknown:
+        raise ReferenceValueError(f"reference value message has unknown fields {unknown}")
+    version = obj.get("version", MESSAGE_VERSION)
+    if version != MESSAGE_VERSION:
+        raise ReferenceValueError(f"message version {version!r} is not {MESSAGE_VERSION!r}")
+    kind = obj.get("type")
+    if not isinstance(kind, str):
+        raise ReferenceValueError("reference value message has no type")
+    if kind in _NOT_YET:
+        raise ReferenceValueError(f"reference value type {kind!r} is not supported yet")
+    if kind != "sample":
+        raise ReferenceValueError(f"unknown reference value type {kind!r}")
+    # 2. Expiration.
+    if "expiration" in obj:
+        expiration = _explicit_expiration(obj["expiration"], now)
+    else:
+        expiration = now + DEFAULT_LIFETIME
+    # 3. Payload: base64 (standard, padded) of a JSON object id -> value.
+    payload = obj.get("payload")
+    if not isinstance(payload, str):
+        raise ReferenceValueError("reference value message has no payload string")
+    if len(payload) > MAX_PAYLOAD_CHARS:
+        raise ReferenceValueError(f"payload is longer than {MAX_PAYLOAD_CHARS} characters")
+    try:
+        values = json.loads(b64std_decode(payload), parse_constant=_reject_constant)
+    except ValueError as e:  # base64, UTF-8 and JSON errors are all ValueError
+        raise ReferenceValueError(f"payload is not base64 of JSON: {e}") from e
+    except RecursionError as e:
+        raise ReferenceValueError("payload JSON is nested too deeply") from e
+    if not isinstance(values, dict):
+        raise ReferenceValueError("payload must be a JSON object of id to value")
+    if not values:
+        raise ReferenceValueError("payload names no reference value")
+    return [
+        ReferenceValue(name=check_reference_value_id(name), value=value, expiration=expiration)
+        for name, value in values.items()
+    ]

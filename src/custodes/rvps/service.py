@@ -1,0 +1,79 @@
+"""The Reference Value Provider Service: register, query and list reference values.
+
+Values live in the store's ``reference_value`` namespace, one entry per id, in upstream's
+stored form. Unlike upstream, expiry is enforced: an expired value is invisible to policies
+(``query`` returns ``None`` and logs a warning naming the id) but stays visible to the admin
+(``get``) until it is replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+
+from custodes._internal.clock import Clock
+from custodes.errors import NotFound, ReferenceValueError, StorageError
+from custodes.rvps.messages import ReferenceValue, check_reference_value_id, parse_message
+from custodes.storage.base import NS_REFERENCE_VALUES, Store
+from custodes.types.json import Json
+
+logger = logging.getLogger(__name__)
+
+
+class ReferenceValueProvider:
+    def __init__(self, store: Store, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock.now(), UTC)
+
+    def register(self, message: Json) -> list[str]:
+        """Store every value of ``message`` (replacing older ones); the ids registered."""
+        values = parse_message(message, now=self._now())
+        for rv in values:
+            encoded = json.dumps(rv.to_stored_json(), separators=(",", ":"), allow_nan=False)
+            self._store.set(NS_REFERENCE_VALUES, rv.name, encoded.encode("utf-8"))
+        ids = [rv.name for rv in values]
+        logger.info("registered reference values %s", ids)
+        return ids
+
+    def _load(self, name: str) -> ReferenceValue | None:
+        raw = self._store.get(NS_REFERENCE_VALUES, name, now=self._clock.now())
+        if raw is None:
+            return None
+        try:
+            obj = json.loads(raw)
+        except ValueError as e:
+            raise StorageError(f"stored reference value {name!r} is not JSON") from e
+        return ReferenceValue.from_stored_json(obj)
+
+    def query(self, name: str) -> Json | None:
+        """The value for policies: ``None`` when the id is unknown, invalid or expired."""
+        try:
+            check_reference_value_id(name)
+        except ReferenceValueError:
+            return None
+        rv = self._load(name)
+        if rv is None:
+            return None
+        if rv.expired(self._now()):
+            logger.warning(
+                "reference value %r expired at %s; policies see it as absent",
+                name,
+                rv.to_stored_json()["expiration"],
+            )
+            return None
+        return rv.value
+
+    def get(self, name: str) -> ReferenceValue:
+        """The stored value with its expiration (expired ones included); ``NotFound``."""
+        check_reference_value_id(name)
+        rv = self._load(name)
+        if rv is None:
+            raise NotFound(f"no reference value {name!r}")
+        return rv
+
+    def list(self) -> list[str]:
+        return self._store.list(NS_REFERENCE_VALUES, now=self._clock.now())

@@ -1,0 +1,1 @@
+"""Persistent state behind one interface: :class:`.base.Store`."""

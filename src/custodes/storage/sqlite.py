@@ -1,0 +1,157 @@
+"""SQLite store (the embedded default): one file, WAL journal, synchronous=FULL so that a
+write acknowledged to a client survives a crash or power loss.
+
+Exception: writes to the *volatile* namespaces (by default only the RCAR sessions) commit with
+synchronous=NORMAL, which survives a crash of the process but not of the machine, and costs no
+fsync. A lost session only makes its guest run the handshake again, and three fsyncs per
+handshake were most of the broker's handshake time.
+
+Calls are short and local, so the broker makes them from the event loop; one connection is
+shared under a lock (sqlite3 connections are not safe for concurrent use).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+from custodes.errors import StorageError
+from custodes.storage.base import NS_SESSIONS
+
+_SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS kv (
+    namespace  TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    value      BLOB NOT NULL,
+    expires_at REAL,
+    PRIMARY KEY (namespace, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS kv_expiry ON kv (expires_at) WHERE expires_at IS NOT NULL;
+"""
+
+
+class SqliteStore:
+    def __init__(
+        self, path: Path, *, volatile_namespaces: frozenset[str] = frozenset({NS_SESSIONS})
+    ) -> None:
+        self.path = path
+        self._volatile = volatile_namespaces
+        self._lock = threading.Lock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        except (OSError, sqlite3.Error) as e:
+            raise StorageError(f"cannot open SQLite store {path}: {e}") from e
+        try:
+            self._prepare()
+        except BaseException:
+            # A store that failed to open must not keep the file open.
+            self._db.close()
+            raise
+
+    def _prepare(self) -> None:
+        path = self.path
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > _SCHEMA_VERSION:
+                raise StorageError(
+                    f"{path}: schema version {version} is newer than this custodes "
+                    f"({_SCHEMA_VERSION}); upgrade custodes"
+                )
+            self._db.executescript(_SCHEMA)
+            self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+        except sqlite3.Error as e:
+            raise StorageError(f"cannot open SQLite store {path}: {e}") from e
+
+    def _run(
+        self, sql: str, args: tuple[object, ...], *, namespace: str | None = None
+    ) -> sqlite3.Cursor:
+        try:
+            with self._lock:
+                if namespace is None or namespace not in self._volatile:
+                    return self._db.execute(sql, args)
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                try:
+                    return self._db.execute(sql, args)
+                finally:
+                    self._db.execute("PRAGMA synchronous=FULL")
+        except sqlite3.Error as e:
+            raise StorageError(f"SQLite store {self.path}: {e}") from e
+
+    def get(self, namespace: str, key: str, *, now: float) -> bytes | None:
+        row = self._run(
+            "SELECT value FROM kv WHERE namespace=? AND key=? "
+            "AND (expires_at IS NULL OR expires_at > ?)",
+            (namespace, key, now),
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def set(
+        self, namespace: str, key: str, value: bytes, *, expires_at: float | None = None
+    ) -> None:
+        self._run(
+            "INSERT INTO kv (namespace, key, value, expires_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (namespace, key) DO UPDATE SET value=excluded.value, "
+            "expires_at=excluded.expires_at",
+            (namespace, key, value, expires_at),
+            namespace=namespace,
+        )
+
+    def insert(
+        self,
+        namespace: str,
+        key: str,
+        value: bytes,
+        *,
+        now: float,
+        expires_at: float | None = None,
+    ) -> bool:
+        # An expired row with the same key may linger until purged; replace it.
+        cur = self._run(
+            "INSERT INTO kv (namespace, key, value, expires_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (namespace, key) DO UPDATE SET value=excluded.value, "
+            "expires_at=excluded.expires_at "
+            "WHERE kv.expires_at IS NOT NULL AND kv.expires_at <= ?",
+            (namespace, key, value, expires_at, now),
+            namespace=namespace,
+        )
+        return cur.rowcount == 1
+
+    def compare_and_swap(
+        self, namespace: str, key: str, expected: bytes, new: bytes, *, now: float
+    ) -> bool:
+        cur = self._run(
+            "UPDATE kv SET value=? WHERE namespace=? AND key=? AND value=? "
+            "AND (expires_at IS NULL OR expires_at > ?)",
+            (new, namespace, key, expected, now),
+            namespace=namespace,
+        )
+        return cur.rowcount == 1
+
+    def delete(self, namespace: str, key: str) -> bool:
+        cur = self._run(
+            "DELETE FROM kv WHERE namespace=? AND key=?", (namespace, key), namespace=namespace
+        )
+        return cur.rowcount == 1
+
+    def list(self, namespace: str, *, now: float) -> list[str]:
+        rows = self._run(
+            "SELECT key FROM kv WHERE namespace=? AND (expires_at IS NULL OR expires_at > ?) "
+            "ORDER BY key",
+            (namespace, now),
+        ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def purge_expired(self, now: float) -> int:
+        cur = self._run("DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,))
+        return cur.rowcount
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,1 @@
+"""Leaf package of shared value types; imports nothing from custodes except ``errors``."""

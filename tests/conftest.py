@@ -1,0 +1,44 @@
+"""Shared fixtures: paths to the upstream vectors beside the checkout (``../shared``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from live_broker import LiveBroker, ServedBroker
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_VECTORS = REPO.parent / "shared" / "vectors"
+TEST_VECTORS = REPO / "tests" / "vectors"
+
+
+@pytest.fixture(scope="session")
+def vectors() -> Path:
+    """Root of the upstream conformance vectors (``../shared/vectors``)."""
+    if not SHARED_VECTORS.is_dir():
+        pytest.fail(f"upstream vectors not found at {SHARED_VECTORS}")
+    return SHARED_VECTORS
+
+
+# The broker fixtures import the server lazily, so unit tests of one package do not depend
+# on every other package importing cleanly.
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[LiveBroker]:
+    """A real broker (uvicorn in a thread, injectable clock) on a free loopback port."""
+    from live_broker import live_broker
+
+    with live_broker(tmp_path) as b:
+        yield b
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[ServedBroker]:
+    """``custodes serve`` as a subprocess on a free loopback port."""
+    from live_broker import served_broker
+
+    with served_broker(tmp_path) as s:
+        yield s

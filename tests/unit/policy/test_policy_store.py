@@ -1,0 +1,94 @@
+"""PolicyStore on the real stores (memory and SQLite)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from custodes._internal.clock import FrozenClock
+from custodes.errors import PolicyError
+from custodes.policy.defaults import default_policy
+from custodes.policy.store import PolicyStore
+from custodes.storage.base import NS_ATTESTATION_POLICY, NS_RESOURCE_POLICY, Store
+from custodes.storage.memory import MemoryStore
+from custodes.storage.sqlite import SqliteStore
+
+ALLOW = "package policy\n\ndefault allow := true\n"
+DENY = "package policy\n\ndefault allow := false\n"
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    s: Store = MemoryStore() if request.param == "memory" else SqliteStore(tmp_path / "kv.db")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def policies(store: Store) -> PolicyStore:
+    return PolicyStore(store, NS_RESOURCE_POLICY, FrozenClock(1_000.0))
+
+
+def test_set_get_list_delete(policies: PolicyStore) -> None:
+    assert policies.get("resource-policy") is None
+    policies.set("resource-policy", ALLOW)
+    policies.set("other_1.v2", DENY)
+    assert policies.get("resource-policy") == ALLOW
+    assert policies.list() == ["other_1.v2", "resource-policy"]
+    policies.set("resource-policy", DENY)
+    assert policies.get("resource-policy") == DENY
+    assert policies.delete("other_1.v2") is True
+    assert policies.delete("other_1.v2") is False
+    assert policies.list() == ["resource-policy"]
+
+
+def test_non_ascii_text_round_trips(policies: PolicyStore) -> None:
+    text = '# Richtlinie für Geheimnisse\npackage policy\n\nname := "ç"\n'
+    policies.set("p", text)
+    assert policies.get("p") == text
+
+
+@pytest.mark.parametrize("policy_id", ["", "a" * 65, "a/b", "a b", "é", "a\n", "a/../x", "a:b"])
+def test_bad_ids_refused(policies: PolicyStore, policy_id: str) -> None:
+    with pytest.raises(PolicyError):
+        policies.set(policy_id, ALLOW)
+    with pytest.raises(PolicyError):
+        policies.get(policy_id)
+    with pytest.raises(PolicyError):
+        policies.ensure_default(policy_id, ALLOW)
+
+
+def test_longest_id_accepted(policies: PolicyStore) -> None:
+    policies.set("a" * 64, ALLOW)
+    assert policies.get("a" * 64) == ALLOW
+
+
+@pytest.mark.parametrize(
+    "text", ["package policy\nallow { true }\n", "package kbs\nallow := true\n", "not rego"]
+)
+def test_policy_must_compile_and_nothing_is_stored_otherwise(
+    policies: PolicyStore, text: str
+) -> None:
+    with pytest.raises(PolicyError):
+        policies.set("p", text)
+    assert policies.get("p") is None
+
+
+def test_ensure_default_keeps_an_uploaded_policy(store: Store) -> None:
+    clock = FrozenClock(1_000.0)
+    first = PolicyStore(store, NS_ATTESTATION_POLICY, clock)
+    first.ensure_default("default_cpu", default_policy("default_cpu"))
+    assert first.get("default_cpu") == default_policy("default_cpu")
+    first.set("default_cpu", DENY)
+    # A restart writes the default again, "only if absent".
+    again = PolicyStore(store, NS_ATTESTATION_POLICY, clock)
+    again.ensure_default("default_cpu", default_policy("default_cpu"))
+    assert again.get("default_cpu") == DENY
+
+
+def test_namespaces_are_separate(store: Store) -> None:
+    clock = FrozenClock(1_000.0)
+    PolicyStore(store, NS_RESOURCE_POLICY, clock).set("p", ALLOW)
+    assert PolicyStore(store, NS_ATTESTATION_POLICY, clock).get("p") is None

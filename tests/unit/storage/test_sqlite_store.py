@@ -1,0 +1,193 @@
+"""SQLite store specifics: durability settings, reopen, schema versions, bad files, kill -9."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from custodes.errors import StorageError
+from custodes.storage.base import NS_RESOURCES
+from custodes.storage.sqlite import SqliteStore
+
+NS = NS_RESOURCES
+NOW = 1_700_000_000.0
+
+
+def _open_fds_to(path: Path) -> list[str]:
+    """Paths of this process's open file descriptors that point at ``path`` (Linux)."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target == str(path):
+            found.append(target)
+    return found
+
+
+def test_data_survives_close_and_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    s = SqliteStore(path)
+    s.set(NS, "forever", b"v1")
+    s.set(NS, "timed", b"v2", expires_at=NOW + 10)
+    s.close()
+    s = SqliteStore(path)
+    try:
+        assert s.get(NS, "forever", now=NOW) == b"v1"
+        assert s.get(NS, "timed", now=NOW) == b"v2"
+        assert s.get(NS, "timed", now=NOW + 10) is None
+        assert s.list(NS, now=NOW) == ["forever", "timed"]
+    finally:
+        s.close()
+
+
+def test_creates_missing_parent_directories(tmp_path: Path) -> None:
+    path = tmp_path / "a" / "b" / "s.db"
+    s = SqliteStore(path)
+    s.set(NS, "k", b"v")
+    s.close()
+    assert path.is_file()
+
+
+def test_file_is_wal_with_synchronous_full(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    s = SqliteStore(path)
+    try:
+        # synchronous is a per-connection setting: ask the store's own connection.
+        assert s._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert s._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        s.close()
+    # WAL is recorded in the file itself: a fresh connection sees it.
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    finally:
+        db.close()
+
+
+def test_newer_schema_version_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version=2")
+    db.close()
+    with pytest.raises(StorageError, match="newer") as info:
+        SqliteStore(path)
+    # The refused store did not keep the file open (checked while its traceback, which
+    # references it, is still alive), and did not touch the version.
+    assert info.value.__cause__ is None
+    assert _open_fds_to(path) == []
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"this is not a database, just some text\n" * 50,
+        b"SQLite format 3\x00" + b"\xff" * 4080,  # right magic, garbage header
+        os.urandom(8192),
+    ],
+    ids=["text", "bad-header", "random"],
+)
+def test_non_database_file_gives_storage_error(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "s.db"
+    path.write_bytes(content)
+    with pytest.raises(StorageError) as info:
+        SqliteStore(path)
+    assert isinstance(info.value.__cause__, sqlite3.Error)
+    # Checked while the traceback (which references the half-built store) is alive.
+    assert _open_fds_to(path) == []
+
+
+def test_directory_as_path_gives_storage_error(tmp_path: Path) -> None:
+    with pytest.raises(StorageError):
+        SqliteStore(tmp_path)
+
+
+def test_parent_is_a_file_gives_storage_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_bytes(b"x")
+    with pytest.raises(StorageError):
+        SqliteStore(tmp_path / "file" / "s.db")
+
+
+def test_use_after_close_gives_storage_error(tmp_path: Path) -> None:
+    s = SqliteStore(tmp_path / "s.db")
+    s.close()
+    with pytest.raises(StorageError):
+        s.get(NS, "k", now=NOW)
+    with pytest.raises(StorageError):
+        s.set(NS, "k", b"v")
+
+
+def test_empty_file_is_initialised(tmp_path: Path) -> None:
+    # A zero-length file is a valid empty SQLite database.
+    path = tmp_path / "s.db"
+    path.write_bytes(b"")
+    s = SqliteStore(path)
+    try:
+        s.set(NS, "k", b"v")
+        assert s.get(NS, "k", now=NOW) == b"v"
+    finally:
+        s.close()
+
+
+_WRITER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from custodes.storage.sqlite import SqliteStore
+
+    store = SqliteStore(Path(sys.argv[1]))
+    for i in range(1_000_000):
+        store.set("repository", f"k{i:07d}", f"value-{i}".encode())
+        print(i, flush=True)  # acknowledged only after set() returned
+    """
+)
+
+
+def test_acknowledged_writes_survive_sigkill(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    wanted = 200
+    child = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    acked: list[int] = []
+    try:
+        for line in child.stdout:
+            acked.append(int(line))
+            if len(acked) == wanted:
+                break
+        # Mid-way: the child is still writing when it is killed.
+        child.send_signal(signal.SIGKILL)
+        acked.extend(int(line) for line in child.stdout if line.strip())
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()
+    assert child.returncode == -signal.SIGKILL
+    assert len(acked) >= wanted
+    assert acked == list(range(len(acked)))
+    s = SqliteStore(path)
+    try:
+        for i in acked:
+            assert s.get(NS, f"k{i:07d}", now=NOW) == f"value-{i}".encode()
+        # At most one write was in flight (done but not yet acknowledged) at the kill.
+        assert len(acked) <= len(s.list(NS, now=NOW)) <= len(acked) + 1
+    finally:
+        s.close()
