@@ -1,138 +1,26 @@
-"""Init-data on the broker side: parse the TOML the guest sends, digest it, derive its claims.
+"""Init-data on the broker side: the document the guest sends with its evidence.
 
-Format (Trustee ``kbs/docs/initdata.md``): ``version = "0.1.0"``, ``algorithm`` one of
-``sha256``/``sha384``/``sha512`` (lower case, no hyphen), and a ``[data]`` table of string to
-string. The digest is the hash of the raw UTF-8 text exactly as sent: no canonicalisation, so
-any whitespace change changes it. The digest is what the TEE's launch field (HOSTDATA,
-MRCONFIGID, PCR8) must hold; the verifiers check that binding.
-
-Claims (``init_data_claims`` in the annotated evidence) follow Trustee: the ``[data]`` table
-with ``aa.toml`` and ``cdh.toml`` parsed from TOML into objects, and ``policy.rego`` (the Kata
-agent policy, large) replaced by ``agent_policy_claims``: the JSON object that follows the last
-``policy_data := {`` in it, which must run to the end of the text (genpolicy writes it last).
-A ``policy.rego`` without that assignment contributes no ``agent_policy_claims``. TOML dates
-and times inside ``aa.toml``/``cdh.toml`` become RFC 3339 strings.
+The model, strict parser, digest and ``init_data_claims`` live in :mod:`custodes.initdata`
+(shared with the guest, which must not import server code); this module keeps the names the
+attestation service has always imported. The service parses the TOML with
+:meth:`InitData.parse`, hands ``digest`` to the verifier (which checks HOSTDATA, MRCONFIGID or
+PCR 8 against it) and exposes :meth:`InitData.claims` to policies.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
-import json
-import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass
-from types import MappingProxyType
-from typing import Final, Literal, cast
+from custodes.initdata.errors import InitDataError
+from custodes.initdata.format import (
+    INITDATA_VERSION,
+    MAX_INITDATA_BYTES,
+    HashAlgorithmName,
+    InitData,
+)
 
-from custodes.errors import MalformedEvidence
-from custodes.types.json import Json, JsonObject
-
-HashAlgorithmName = Literal["sha256", "sha384", "sha512"]
-
-INITDATA_VERSION: Final = "0.1.0"
-MAX_INITDATA_BYTES: Final = 1 << 20
-_ALGORITHMS: Final[tuple[HashAlgorithmName, ...]] = ("sha256", "sha384", "sha512")
-_TOML_ENTRIES: Final = ("aa.toml", "cdh.toml")
-_AGENT_POLICY: Final = "policy.rego"
-_POLICY_DATA: Final = "policy_data := {"
-_AGENT_POLICY_CLAIMS: Final = "agent_policy_claims"
-
-
-class InitDataError(MalformedEvidence):
-    """The init-data TOML is malformed or not of a supported version."""
-
-    code = "malformed-init-data"
-
-
-def _json_from_toml(value: object) -> Json:
-    if isinstance(value, dict):
-        return {k: _json_from_toml(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_from_toml(v) for v in value]
-    if isinstance(value, dt.datetime | dt.date | dt.time):
-        return value.isoformat()
-    return value
-
-
-def _agent_policy_claims(policy: str) -> JsonObject | None:
-    at = policy.rfind(_POLICY_DATA)
-    if at < 0:
-        return None
-    text = policy[at + len(_POLICY_DATA) - 1 :]
-    try:
-        claims, end = json.JSONDecoder().raw_decode(text)
-    except (json.JSONDecodeError, RecursionError) as e:
-        raise InitDataError(f"policy.rego: policy_data is not a JSON object: {e}") from e
-    if text[end:].strip():
-        raise InitDataError("policy.rego: text follows the policy_data object")
-    if not isinstance(claims, dict):
-        raise InitDataError("policy.rego: policy_data is not a JSON object")
-    return claims
-
-
-@dataclass(frozen=True, slots=True)
-class InitData:
-    version: str
-    algorithm: HashAlgorithmName
-    data: Mapping[str, str]
-    raw: str
-    digest: bytes
-
-    @classmethod
-    def parse(cls, toml_text: str) -> InitData:
-        """Parse and digest ``toml_text``; ``InitDataError`` for anything but version 0.1.0
-        with a known algorithm and a ``[data]`` table of strings."""
-        if not isinstance(toml_text, str):
-            raise InitDataError("init-data must be TOML text")
-        raw = toml_text.encode("utf-8")
-        if len(raw) > MAX_INITDATA_BYTES:
-            raise InitDataError(f"init-data is larger than {MAX_INITDATA_BYTES} bytes")
-        try:
-            doc = tomllib.loads(toml_text)
-        except (tomllib.TOMLDecodeError, RecursionError) as e:
-            raise InitDataError(f"init-data is not TOML: {e}") from e
-        extra = sorted(set(doc) - {"version", "algorithm", "data"})
-        if extra:
-            raise InitDataError(f"init-data has unknown top-level keys {extra}")
-        version = doc.get("version")
-        if version != INITDATA_VERSION:
-            raise InitDataError(f"init-data version {version!r} is not {INITDATA_VERSION!r}")
-        algorithm = doc.get("algorithm")
-        if algorithm not in _ALGORITHMS:
-            raise InitDataError(
-                f"init-data algorithm {algorithm!r} is not one of {', '.join(_ALGORITHMS)}"
-            )
-        data = doc.get("data")
-        if not isinstance(data, dict):
-            raise InitDataError("init-data has no [data] table")
-        for key, value in data.items():
-            if not isinstance(value, str):
-                raise InitDataError(f"init-data entry {key!r} is not a string")
-        name = cast(HashAlgorithmName, algorithm)
-        return cls(
-            version=version,
-            algorithm=name,
-            data=MappingProxyType(dict(data)),
-            raw=toml_text,
-            digest=hashlib.new(name, raw).digest(),
-        )
-
-    def claims(self) -> JsonObject:
-        """``init_data_claims`` as Trustee exposes them to policies."""
-        if _AGENT_POLICY_CLAIMS in self.data:
-            raise InitDataError(f"init-data entry name {_AGENT_POLICY_CLAIMS!r} is reserved")
-        claims: JsonObject = {}
-        for key, value in self.data.items():
-            if key in _TOML_ENTRIES:
-                try:
-                    claims[key] = _json_from_toml(tomllib.loads(value))
-                except (tomllib.TOMLDecodeError, RecursionError) as e:
-                    raise InitDataError(f"init-data entry {key!r} is not TOML: {e}") from e
-            elif key == _AGENT_POLICY:
-                agent_policy = _agent_policy_claims(value)
-                if agent_policy is not None:
-                    claims[_AGENT_POLICY_CLAIMS] = agent_policy
-            else:
-                claims[key] = value
-        return claims
+__all__ = [
+    "INITDATA_VERSION",
+    "MAX_INITDATA_BYTES",
+    "HashAlgorithmName",
+    "InitData",
+    "InitDataError",
+]

@@ -68,12 +68,36 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     gr.set_defaults(func=_get_resource)
 
+    api = actions.add_parser(
+        "api",
+        help="serve upstream's guest REST API on 127.0.0.1:8006",
+        description=(
+            "Serve the guest REST API (upstream api-server-rest paths: /info, "
+            "/cdh/resource/<repo>/<type>/<tag>, /aa/token, /aa/evidence, "
+            "/aa/additional-evidence) on a loopback address only. The 'attestation' feature "
+            "hands the TEE private key to local callers, as upstream does: off by default."
+        ),
+    )
+    api.add_argument("--config", type=Path, help="guest configuration (TOML)")
+    api.add_argument("--url", help="broker URL (when the config names none)")
+    api.add_argument("--cacert", type=Path, help="CA certificate of the broker's TLS certificate")
+    api.add_argument("--tee", choices=SELECTABLE, help="attester (default: detect)")
+    api.add_argument("--tcti", help="TPM TCTI for --tee tpm")
+    api.add_argument("--init-data", type=Path, help="init-data TOML sent with the evidence")
+    api.add_argument("--listen", help="loopback HOST:PORT (default 127.0.0.1:8006)")
+    api.add_argument(
+        "--features",
+        choices=["resource", "attestation", "all"],
+        help="what to expose (default: resource)",
+    )
+    api.set_defaults(func=_api)
+
 
 def _client(args: argparse.Namespace) -> KbsClient:
     init_data = None
     if args.init_data is not None:
         try:
-            init_data = args.init_data.read_text(encoding="utf-8")
+            init_data = args.init_data.read_bytes().decode("utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise ConfigError(f"cannot read init-data {args.init_data}: {e}") from e
     return KbsClient(
@@ -97,4 +121,45 @@ def _get_resource(args: argparse.Namespace) -> int:
     write_output(data, args.output)
     if args.output is not None:
         print(f"wrote {len(data)} bytes to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _api(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    import uvicorn
+
+    from custodes.guest.agent import AttestationAgent
+    from custodes.guest.cdh import ConfidentialDataHub
+    from custodes.guest.config import broker_from_url, load_guest_config
+    from custodes.guest.rest import check_listen, create_rest_app
+
+    config = load_guest_config(args.config)
+    changes: dict[str, object] = {}
+    if args.url:
+        changes["brokers"] = (broker_from_url(args.url, args.cacert),)
+    for name in ("tee", "tcti"):
+        if getattr(args, name):
+            changes[name] = getattr(args, name)
+    if args.listen:
+        changes["rest_listen"] = args.listen
+    if args.features:
+        changes["rest_features"] = args.features
+    config = dataclasses.replace(config, **changes)  # type: ignore[arg-type]
+    host, port = check_listen(config.rest_listen)
+    init_data = None
+    if args.init_data is not None:
+        try:
+            init_data = args.init_data.read_bytes().decode("utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"cannot read init-data {args.init_data}: {e}") from e
+    agent = AttestationAgent(
+        config, select_attester(config.tee, tcti=config.tcti), init_data=init_data
+    )
+    app = create_rest_app(ConfidentialDataHub(agent), config.rest_features)
+    print(f"custodes guest api on http://{host}:{port} ({config.rest_features})", file=sys.stderr)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    finally:
+        agent.close()
     return 0

@@ -15,12 +15,14 @@ from enum import StrEnum
 from typing import Final, Literal, NoReturn
 
 from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from custodes._internal.b64 import b64url_decode, b64url_encode
 from custodes.errors import InvalidTeeKey
 from custodes.types.json import JsonObject
+from custodes.types.secret import Secret
 
 
 class TeeKeyAlgorithm(StrEnum):
@@ -249,6 +251,16 @@ class TeeKeyPair:
     def public_jwk(self) -> JsonObject:
         """The ``tee-pubkey`` to send (a fresh copy)."""
         return copy.deepcopy(self._public.jwk)
+
+    def private_pem(self) -> Secret[bytes]:
+        """The private key as PKCS #8 PEM, for upstream's ``GetToken`` (REST ``/aa/token``)."""
+        return Secret(
+            self._private.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
 
     def decrypt(self, jwe: object, *, allow_rsa1_5: bool = False) -> bytes:
         """Open a flattened JSON JWE addressed to this key; ``JweError`` on any failure.

@@ -11,8 +11,10 @@
 # difference: an ordering comparison (`>=`) against a reference value that is not a number
 # never passes (in Rego `4 >= null` is true).
 #
-# Without reference values every real TEE ends "contraindicated": nothing is trusted until the
-# workload admin says what to trust.
+# Without reference values no TEE is "affirming": nothing is trusted until the workload admin
+# says what to trust. Most end "contraindicated"; a TPM ends "warning" (hardware is affirmed
+# unconditionally, as upstream, and executables stays 33), which the default resource policy
+# refuses all the same.
 
 package policy
 

@@ -3,12 +3,20 @@
 ``dcap_qvl`` 0.7.0 ships no ``py.typed`` marker, so it is imported untyped here and every value
 leaving this module is a plain typed Python value. Its errors are ``ValueError`` with a message;
 :func:`classify_failure` maps them onto the shared error classes.
+
+The PCK leaf's SGX extension depends only on the quote's PCK certificate chain, which is the
+same for every quote of a platform: :func:`pck_info` keeps what it read in a bounded LRU keyed
+by the chain's bytes (:data:`MAX_CACHED_PCK_CHAINS`). The quote itself is verified in full on
+every call.
 """
 
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Final
 
 import dcap_qvl  # type: ignore[import-untyped]
 
@@ -23,6 +31,8 @@ from custodes.errors import (
     VerificationError,
 )
 from custodes.types.json import JsonObject
+
+MAX_CACHED_PCK_CHAINS: Final = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +52,57 @@ class QvlResult:
     claims: JsonObject  # dcap-qvl's claims JSON (TCB level, PCK fields, collateral dates)
 
 
-def pck_info(raw_quote: bytes) -> PckInfo:
-    """Read the PCK leaf certificate embedded in a quote; ``MalformedEvidence`` if unusable."""
+class PckInfoCache:
+    """A bounded, thread-safe LRU of :class:`PckInfo` keyed by PCK chain bytes."""
+
+    def __init__(self, maxsize: int) -> None:
+        if maxsize < 1:
+            raise ValueError("maxsize must be at least 1")
+        self.maxsize = maxsize
+        self._entries: OrderedDict[bytes, PckInfo] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, chain: bytes) -> PckInfo | None:
+        with self._lock:
+            info = self._entries.get(chain)
+            if info is not None:
+                self._entries.move_to_end(chain)
+            return info
+
+    def put(self, chain: bytes, info: PckInfo) -> None:
+        with self._lock:
+            self._entries[chain] = info
+            self._entries.move_to_end(chain)
+            while len(self._entries) > self.maxsize:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+PCK_INFO_CACHE: Final = PckInfoCache(MAX_CACHED_PCK_CHAINS)
+
+
+def pck_info(raw_quote: bytes, pck_chain: bytes | None = None) -> PckInfo:
+    """Read the PCK leaf certificate embedded in a quote; ``MalformedEvidence`` if unusable.
+
+    With ``pck_chain`` (the quote's own PCK chain bytes, which are all the answer depends on)
+    the answer is looked up in, and kept in, :data:`PCK_INFO_CACHE`; failures are not kept."""
+    if pck_chain is not None:
+        cached = PCK_INFO_CACHE.get(pck_chain)
+        if cached is not None:
+            return cached
+    info = _read_pck_info(raw_quote)
+    if pck_chain is not None:
+        PCK_INFO_CACHE.put(pck_chain, info)
+    return info
+
+
+def _read_pck_info(raw_quote: bytes) -> PckInfo:
     try:
         quote = dcap_qvl.parse_quote(raw_quote)
         ext = quote.pck_extension()

@@ -72,8 +72,9 @@ def tcb_claims(result: QvlResult, tcb_status: str) -> JsonObject:
     ):
         if _is_int(value):
             claims[name] = value
-    if _is_byte_list(pck.get("ppid")):
-        claims["platform_provider_id"] = bytes(pck["ppid"]).hex()
+    ppid = _byte_list(pck.get("ppid"))
+    if ppid is not None:
+        claims["platform_provider_id"] = ppid.hex()
     sgx_type = pck.get("sgx_type")
     if _is_int(sgx_type):
         claims["sgx_type"] = _SGX_TYPES.get(sgx_type, f"Unknown ({sgx_type})")
@@ -84,8 +85,9 @@ def tcb_claims(result: QvlResult, tcb_status: str) -> JsonObject:
                 ("is_smt_enabled", "smt_enabled"),
             ):
                 claims[name] = str(pck.get(key)) == "True"
-    if _is_byte_list(platform.get("root_key_id")):
-        claims["root_key_id"] = bytes(platform["root_key_id"]).hex()
+    root_key_id = _byte_list(platform.get("root_key_id"))
+    if root_key_id is not None:
+        claims["root_key_id"] = root_key_id.hex()
     return claims
 
 
@@ -97,8 +99,15 @@ def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_byte_list(value: object) -> bool:
-    return isinstance(value, list) and all(_is_int(b) and 0 <= b < 256 for b in value)
+def _byte_list(value: object) -> bytes | None:
+    """The bytes of a JSON array of integers 0..255, else ``None`` (booleans are not bytes)."""
+    # Type and range are checked in C (set of types, then bytes()), not per element in Python.
+    if not isinstance(value, list) or not set(map(type, value)) <= {int}:
+        return None
+    try:
+        return bytes(value)
+    except ValueError:  # an integer outside 0..255
+        return None
 
 
 def _rfc3339(timestamp: int) -> str:

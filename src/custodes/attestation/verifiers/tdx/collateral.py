@@ -34,11 +34,17 @@ certificates' validity) with :class:`~custodes.errors.CollateralError`, before d
 (dcap-qvl also refuses; its messages for an expired CRL are not precise). Intel's QVL instead
 accepts expired collateral and reports ``collateral_expiration_status = "1"``; custodes refuses
 it, so the claim is always ``"0"``.
+
+Cost: what does not depend on the time (parsing the parts' windows, both CRL signatures) is
+computed once per collateral value and kept in a bounded cache (:func:`_static_facts`, at most
+:data:`MAX_CHECKED_COLLATERALS` entries); the window itself is compared with ``now`` on every
+call. The quote's PCK chain minus its leaf is cached the same way (:func:`_issuer_chain_of`).
 """
 
 from __future__ import annotations
 
 import binascii
+import functools
 import json
 import re
 import threading
@@ -62,6 +68,8 @@ if TYPE_CHECKING:
 
 TcbUpdate = Literal["early", "standard"]
 DEFAULT_CACHE_TTL: Final = 24 * 3600.0
+MAX_CHECKED_COLLATERALS: Final = 64  # collateral values whose parse and CRL signatures are kept
+MAX_CACHED_ISSUER_CHAINS: Final = 256  # quote PCK chains (one per platform) -> issuer chain
 _HEX: Final = re.compile(rb"[0-9a-fA-F]+")
 
 
@@ -137,48 +145,81 @@ class Collateral:
 
     def window(self) -> tuple[float, float]:
         """(not before, not after) in Unix seconds: the intersection of every part's window."""
-        starts: list[float] = []
-        ends: list[float] = []
-        for text, what in ((self.tcb_info, "TCB info"), (self.qe_identity, "QE identity")):
-            doc = _json_object(text, what)
-            starts.append(_timestamp(doc.get("issueDate"), f"{what} issueDate"))
-            ends.append(_timestamp(doc.get("nextUpdate"), f"{what} nextUpdate"))
-        for der, what in ((self.pck_crl, "PCK CRL"), (self.root_ca_crl, "Root CA CRL")):
-            crl = _load_crl(der, what)
-            if crl.next_update_utc is None:
-                raise CollateralError(f"{what} has no nextUpdate")
-            starts.append(crl.last_update_utc.timestamp())
-            ends.append(crl.next_update_utc.timestamp())
-        for chain in (
-            self.pck_crl_issuer_chain,
-            self.tcb_info_issuer_chain,
-            self.qe_identity_issuer_chain,
-        ):
-            for cert in _load_chain(chain):
-                starts.append(cert.not_valid_before_utc.timestamp())
-                ends.append(cert.not_valid_after_utc.timestamp())
-        return max(starts), min(ends)
+        facts = _static_facts(self)
+        return facts.not_before, facts.not_after
 
     def check(self, now: float) -> None:
         """``CollateralError`` unless every part of the collateral is valid at ``now`` and each
         CRL is signed by its issuer (the PCK CRL by the first certificate of its issuer chain,
         the Root CA CRL by that chain's root). dcap-qvl checks both too, but reports a badly
-        signed CRL and a revoked PCK certificate with the same message."""
-        not_before, not_after = self.window()
-        if now < not_before:
+        signed CRL and a revoked PCK certificate with the same message.
+
+        The parse and the signatures are cached per collateral value; the window is compared
+        with ``now`` on every call."""
+        facts = _static_facts(self)
+        if now < facts.not_before:
             raise CollateralError("collateral is not yet valid")
-        if now >= not_after:
+        if now >= facts.not_after:
             raise CollateralError("collateral has expired")
-        chain = _load_chain(self.pck_crl_issuer_chain)
-        for der, issuer, what in (
-            (self.pck_crl, chain[0], "PCK CRL"),
-            (self.root_ca_crl, chain[-1], "Root CA CRL"),
+        if facts.crl_failure is not None:
+            raise CollateralError(facts.crl_failure)
+
+
+@dataclass(frozen=True, slots=True)
+class _StaticFacts:
+    """What :meth:`Collateral.check` needs that does not depend on the time."""
+
+    not_before: float
+    not_after: float
+    crl_failure: str | None  # why a CRL's signature failed, None when both verify
+
+
+@functools.lru_cache(maxsize=MAX_CHECKED_COLLATERALS)
+def _static_facts(collateral: Collateral) -> _StaticFacts:
+    """Parse every part's validity window and verify both CRL signatures, once per value.
+
+    Raises ``CollateralError`` for unparsable parts (not cached: ``lru_cache`` keeps only
+    results). A bad CRL signature is a result, kept with the window, so that the window is
+    still reported first, as :meth:`Collateral.check` always did."""
+    starts: list[float] = []
+    ends: list[float] = []
+    for text, what in (
+        (collateral.tcb_info, "TCB info"),
+        (collateral.qe_identity, "QE identity"),
+    ):
+        doc = _json_object(text, what)
+        starts.append(_timestamp(doc.get("issueDate"), f"{what} issueDate"))
+        ends.append(_timestamp(doc.get("nextUpdate"), f"{what} nextUpdate"))
+    crls = {}
+    for der, what in ((collateral.pck_crl, "PCK CRL"), (collateral.root_ca_crl, "Root CA CRL")):
+        crl = _load_crl(der, what)
+        if crl.next_update_utc is None:
+            raise CollateralError(f"{what} has no nextUpdate")
+        starts.append(crl.last_update_utc.timestamp())
+        ends.append(crl.next_update_utc.timestamp())
+        crls[what] = crl
+    chains = [
+        _load_chain(chain)
+        for chain in (
+            collateral.pck_crl_issuer_chain,
+            collateral.tcb_info_issuer_chain,
+            collateral.qe_identity_issuer_chain,
+        )
+    ]
+    for certs in chains:
+        for cert in certs:
+            starts.append(cert.not_valid_before_utc.timestamp())
+            ends.append(cert.not_valid_after_utc.timestamp())
+    failure = None
+    pck_crl_chain = chains[0]
+    for what, issuer in (("PCK CRL", pck_crl_chain[0]), ("Root CA CRL", pck_crl_chain[-1])):
+        key = issuer.public_key()
+        if not isinstance(key, ec.EllipticCurvePublicKey) or not crls[what].is_signature_valid(
+            key
         ):
-            key = issuer.public_key()
-            if not isinstance(key, ec.EllipticCurvePublicKey) or not _load_crl(
-                der, what
-            ).is_signature_valid(key):
-                raise CollateralError(f"{what} is not signed by its issuer")
+            failure = f"{what} is not signed by its issuer"
+            break
+    return _StaticFacts(max(starts), min(ends), failure)
 
 
 class CollateralSource(Protocol):
@@ -220,9 +261,10 @@ class _SingleCollateral:
     def __init__(self, collateral: Collateral) -> None:
         collateral.window()  # parses every part now: a bad file is a configuration error
         self._collateral = collateral
+        self._fmspc = collateral.fmspc  # the file never changes: parse its TCB info once
 
     def collateral_for(self, fmspc: str, ca: str, pck_chain_pem: bytes) -> Collateral:
-        if self._collateral.fmspc != fmspc.upper():
+        if self._fmspc != fmspc.upper():
             raise CollateralError(f"no collateral for FMSPC {fmspc}")
         return self._collateral
 
@@ -424,8 +466,11 @@ def _pem_chain(value: str) -> str:
     return text
 
 
+@functools.lru_cache(maxsize=MAX_CACHED_ISSUER_CHAINS)
 def _issuer_chain_of(pck_chain_pem: bytes) -> str:
-    """The quote's PCK chain without its leaf: the PCK CA that issues the CRL, and the root."""
+    """The quote's PCK chain without its leaf: the PCK CA that issues the CRL, and the root.
+
+    Cached by the chain's bytes (one chain per platform; failures are not cached)."""
     try:
         certs = x509.load_pem_x509_certificates(pck_chain_pem.rstrip(b"\x00"))
     except ValueError:

@@ -125,7 +125,7 @@ class TdxVerifier:
         # 1. Parse.
         evidence = TdxEvidence.from_json(request.evidence)
         quote = TdxQuote.from_bytes(evidence.quote)
-        pck = _dcap.pck_info(quote.raw)
+        pck = _dcap.pck_info(quote.raw, quote.signature_data.pck_chain_pem)
         # 2. Collateral and DCAP verification.
         collateral = self._source.collateral_for(
             fmspc=pck.fmspc, ca=pck.ca, pck_chain_pem=quote.signature_data.pck_chain_pem, now=now

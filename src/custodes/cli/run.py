@@ -1,0 +1,97 @@
+"""`custodes run`: the pod's entrypoint. Unseals secrets inside the TEE, then execs the
+workload unchanged."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from custodes.errors import ConfigError
+from custodes.guest.config import broker_from_url, load_guest_config
+from custodes.guest.launcher import prepare
+
+EPILOG = """\
+examples:
+  custodes run --config /etc/custodes/guest.toml -- python app.py
+  custodes run --url https://broker:8080 --tee tpm --secret-mount /etc/secrets -- ./server
+  custodes run --initdata /run/confidential-containers/initdata/initdata.toml -- ./job
+
+Environment values that start with "sealed." are unsealed, and so are files under each
+--secret-mount whose content starts with "sealed.". Then CMD is exec'd with the plaintext
+environment. A secret that cannot be unsealed stops the start (--on-unseal-error warn keeps
+the sealed value and goes on, as upstream does).
+"""
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "run",
+        help="unseal secrets inside the TEE and exec the workload (pod entrypoint)",
+        description=__doc__,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", type=Path, help="guest configuration (TOML)")
+    p.add_argument("--initdata", type=Path, help="init-data TOML, bound and sent to the broker")
+    p.add_argument("--url", help="broker URL (when the config names none)")
+    p.add_argument("--cacert", type=Path, help="CA certificate of the broker's TLS certificate")
+    p.add_argument("--tee", help="attester: tpm, snp, tdx, or sample (default: detect)")
+    p.add_argument("--tcti", help="TPM TCTI for --tee tpm")
+    p.add_argument(
+        "--secret-mount",
+        type=Path,
+        action="append",
+        default=[],
+        help="a directory of mounted secrets to unseal (repeatable)",
+    )
+    p.add_argument(
+        "--on-unseal-error",
+        choices=["error", "warn"],
+        help="stop the start (default) or warn and keep the sealed value",
+    )
+    p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise ConfigError("no workload command: custodes run [options] -- CMD [ARGS...]")
+    executable = shutil.which(command[0])
+    if executable is None:
+        raise ConfigError(f"workload command not found: {command[0]}")
+    config = load_guest_config(args.config)
+    changes: dict[str, object] = {}
+    if args.url:
+        changes["brokers"] = (broker_from_url(args.url, args.cacert),)
+    if args.tee:
+        changes["tee"] = args.tee
+    if args.tcti:
+        changes["tcti"] = args.tcti
+    if args.secret_mount:
+        changes["secret_mounts"] = config.secret_mounts + tuple(args.secret_mount)
+    if args.on_unseal_error:
+        changes["unseal_failure"] = args.on_unseal_error
+    config = dataclasses.replace(config, **changes)  # type: ignore[arg-type]
+    init_data = None
+    if args.initdata is not None:
+        try:
+            init_data = args.initdata.read_bytes().decode("utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"cannot read init-data {args.initdata}: {e}") from e
+    prepared = prepare(config, os.environ, init_data_text=init_data)
+    print(
+        f"custodes run: unsealed {len(prepared.unsealed_env)} environment variable(s) and "
+        f"{len(prepared.unsealed_files)} file(s) with {prepared.handshakes} attestation(s); "
+        f"exec {command[0]}",
+        file=sys.stderr,
+        flush=True,
+    )
+    # The workload replaces this process (no shell: the argv is passed as given).
+    os.execve(executable, command, prepared.env)  # noqa: S606

@@ -1,0 +1,211 @@
+"""Guest configuration (``custodes run --config``, ``custodes guest api --config``): one TOML file.
+
+Unlike upstream, a pod may use several brokers, one per workload admin. The host part of a
+``kbs://host/repo/type/tag`` URI selects the broker whose ``hosts`` list contains it; a URI
+without a host (``kbs:///…``) uses the broker named ``default`` (or the only broker). An unknown
+host is an error, never a fallback.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from custodes.errors import ConfigError
+
+KeyType = Literal["ec-p256", "ec-p521", "rsa"]
+KEY_TYPES: tuple[KeyType, ...] = ("ec-p256", "ec-p521", "rsa")
+CREDENTIALS_ROOT = Path("/run/confidential-containers/cdh/kbs")
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerConfig:
+    name: str
+    url: str
+    hosts: tuple[str, ...]
+    cacert: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    resource_uri: str
+    path: Path
+
+
+@dataclass(frozen=True, slots=True)
+class GuestConfig:
+    brokers: tuple[BrokerConfig, ...] = ()
+    tee: str | None = None
+    tcti: str | None = None
+    key_type: KeyType = "ec-p256"
+    credentials: tuple[Credential, ...] = ()
+    credentials_root: Path = CREDENTIALS_ROOT
+    secret_mounts: tuple[Path, ...] = ()
+    unseal_failure: Literal["error", "warn"] = "error"
+    kid_dir: Path | None = None
+    allow_unsigned_sealed: bool = False
+    rest_listen: str = "127.0.0.1:8006"
+    rest_features: Literal["resource", "attestation", "all"] = "resource"
+
+    def broker_for_host(self, host: str | None) -> BrokerConfig:
+        """The broker a ``kbs://HOST/…`` URI names (``None``: the default broker)."""
+        if not self.brokers:
+            raise ConfigError("no broker configured: add a [[brokers]] table or pass --url")
+        if host is None or host == "":
+            for broker in self.brokers:
+                if broker.name == "default":
+                    return broker
+            if len(self.brokers) == 1:
+                return self.brokers[0]
+            raise ConfigError(
+                "kbs:/// (no host) is ambiguous with several brokers: name one 'default'"
+            )
+        for broker in self.brokers:
+            if host in broker.hosts:
+                return broker
+        known = ", ".join(h for b in self.brokers for h in b.hosts)
+        raise ConfigError(f"no broker is configured for host {host!r} (configured: {known})")
+
+
+def _str(table: dict[str, Any], key: str, where: str, default: str | None = None) -> str | None:
+    value = table.get(key, default)
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(f"{where}.{key} must be a string")
+    return value
+
+
+def _check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
+    unknown = set(table) - allowed
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in {where}: {', '.join(sorted(unknown))}")
+
+
+def default_hosts(url: str) -> tuple[str, ...]:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"broker url must be http(s)://HOST[:PORT], got {url!r}")
+    return (parts.netloc,)
+
+
+def broker_from_url(url: str, cacert: Path | None = None) -> BrokerConfig:
+    return BrokerConfig("default", url.rstrip("/"), default_hosts(url), cacert)
+
+
+def parse_config(raw: dict[str, Any], base_dir: Path) -> GuestConfig:
+    _check_keys(raw, {"brokers", "attester", "credentials", "run", "sealed", "rest"}, "config")
+
+    def path(value: str) -> Path:
+        p = Path(value)
+        return p if p.is_absolute() else base_dir / p
+
+    brokers: list[BrokerConfig] = []
+    raw_brokers = raw.get("brokers", [])
+    if not isinstance(raw_brokers, list):
+        raise ConfigError("[[brokers]] must be an array of tables")
+    for i, b in enumerate(raw_brokers):
+        where = f"brokers[{i}]"
+        if not isinstance(b, dict):
+            raise ConfigError(f"{where} must be a table")
+        _check_keys(b, {"name", "url", "hosts", "cacert"}, where)
+        url = _str(b, "url", where)
+        if not url:
+            raise ConfigError(f"{where}.url is required")
+        hosts = b.get("hosts")
+        if hosts is None:
+            hosts_t = default_hosts(url)
+        elif isinstance(hosts, list) and all(isinstance(h, str) and h for h in hosts):
+            hosts_t = tuple(hosts)
+        else:
+            raise ConfigError(f"{where}.hosts must be a list of HOST[:PORT] strings")
+        cacert = _str(b, "cacert", where)
+        name = _str(b, "name", where) or ("default" if i == 0 else f"broker{i}")
+        brokers.append(
+            BrokerConfig(name, url.rstrip("/"), hosts_t, path(cacert) if cacert else None)
+        )
+    names = [b.name for b in brokers]
+    if len(set(names)) != len(names):
+        raise ConfigError("broker names must be unique")
+    all_hosts = [h for b in brokers for h in b.hosts]
+    if len(set(all_hosts)) != len(all_hosts):
+        raise ConfigError("a host may select only one broker")
+
+    attester = raw.get("attester", {})
+    if not isinstance(attester, dict):
+        raise ConfigError("[attester] must be a table")
+    _check_keys(attester, {"tee", "tcti", "key_type"}, "attester")
+    key_type = attester.get("key_type", "ec-p256")
+    if key_type not in KEY_TYPES:
+        raise ConfigError(f"attester.key_type must be one of {', '.join(KEY_TYPES)}")
+
+    credentials: list[Credential] = []
+    raw_creds = raw.get("credentials", [])
+    if not isinstance(raw_creds, list):
+        raise ConfigError("[[credentials]] must be an array of tables")
+    for i, c in enumerate(raw_creds):
+        where = f"credentials[{i}]"
+        if not isinstance(c, dict):
+            raise ConfigError(f"{where} must be a table")
+        _check_keys(c, {"resource_uri", "path"}, where)
+        uri, target = _str(c, "resource_uri", where), _str(c, "path", where)
+        if not uri or not target:
+            raise ConfigError(f"{where} needs resource_uri and path")
+        credentials.append(Credential(uri, Path(target)))
+
+    run = raw.get("run", {})
+    if not isinstance(run, dict):
+        raise ConfigError("[run] must be a table")
+    _check_keys(run, {"secret_mounts", "unseal_failure", "credentials_root"}, "run")
+    mounts = run.get("secret_mounts", [])
+    if not isinstance(mounts, list) or not all(isinstance(m, str) for m in mounts):
+        raise ConfigError("run.secret_mounts must be a list of directories")
+    failure = run.get("unseal_failure", "error")
+    if failure not in ("error", "warn"):
+        raise ConfigError("run.unseal_failure must be 'error' or 'warn'")
+    creds_root = _str(run, "credentials_root", "run")
+
+    sealed = raw.get("sealed", {})
+    if not isinstance(sealed, dict):
+        raise ConfigError("[sealed] must be a table")
+    _check_keys(sealed, {"kid_dir", "unsafe_allow_unsigned"}, "sealed")
+    kid_dir = _str(sealed, "kid_dir", "sealed")
+    allow_unsigned = sealed.get("unsafe_allow_unsigned", False)
+    if not isinstance(allow_unsigned, bool):
+        raise ConfigError("sealed.unsafe_allow_unsigned must be true or false")
+
+    rest = raw.get("rest", {})
+    if not isinstance(rest, dict):
+        raise ConfigError("[rest] must be a table")
+    _check_keys(rest, {"listen", "features"}, "rest")
+    features = rest.get("features", "resource")
+    if features not in ("resource", "attestation", "all"):
+        raise ConfigError("rest.features must be resource, attestation or all")
+
+    return GuestConfig(
+        brokers=tuple(brokers),
+        tee=_str(attester, "tee", "attester"),
+        tcti=_str(attester, "tcti", "attester"),
+        key_type=key_type,
+        credentials=tuple(credentials),
+        credentials_root=path(creds_root) if creds_root else CREDENTIALS_ROOT,
+        secret_mounts=tuple(path(m) for m in mounts),
+        unseal_failure=failure,
+        kid_dir=path(kid_dir) if kid_dir else None,
+        allow_unsigned_sealed=allow_unsigned,
+        rest_listen=_str(rest, "listen", "rest", "127.0.0.1:8006") or "127.0.0.1:8006",
+        rest_features=features,
+    )
+
+
+def load_guest_config(path: Path | None) -> GuestConfig:
+    if path is None:
+        return GuestConfig()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"cannot read guest config {path}: {e.strerror}") from e
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from e
+    return parse_config(raw, path.resolve().parent)
