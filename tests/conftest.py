@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 if TYPE_CHECKING:
     from live_broker import LiveBroker, ServedBroker
@@ -42,3 +43,9 @@ def served(tmp_path: Path) -> Iterator[ServedBroker]:
 
     with served_broker(tmp_path) as s:
         yield s
+
+
+@pytest.fixture
+def signing_key() -> ec.EllipticCurvePrivateKey:
+    """A fresh sealed-secret signing key (EC P-256)."""
+    return ec.generate_private_key(ec.SECP256R1())

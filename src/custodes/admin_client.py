@@ -138,11 +138,34 @@ class AdminClient:
             raise MalformedMessage("policy list: expected a JSON array")
         return [str(i) for i in items]
 
-    def get_policy(self, kind: PolicyKind, policy_id: str) -> str:
-        body = self._json(self._call("GET", f"{kind}-policy/{policy_id}"))
+    def policy_versions(self, kind: PolicyKind, policy_id: str) -> list[JsonObject]:
+        items = self._json(self._call("GET", f"{kind}-policy/{policy_id}/versions"))
+        if not isinstance(items, list):
+            raise MalformedMessage("policy versions: expected a JSON array")
+        return [dict(i) for i in items]
+
+    def activate_policy(self, kind: PolicyKind, policy_id: str, version: int) -> None:
+        self._call("POST", f"{kind}-policy/{policy_id}/activate", json={"version": version})
+
+    def get_policy(self, kind: PolicyKind, policy_id: str, version: int | None = None) -> str:
+        query = f"?version={version}" if version is not None else ""
+        body = self._json(self._call("GET", f"{kind}-policy/{policy_id}{query}"))
         if not isinstance(body, dict) or not isinstance(body.get("policy"), str):
             raise MalformedMessage("policy: expected {'policy_id', 'policy'}")
         return b64url_decode(body["policy"]).decode("utf-8")
+
+    # audit
+    def get_denial(self, correlation_id: str) -> JsonObject:
+        body = self._json(self._call("GET", f"denials/{correlation_id}"))
+        if not isinstance(body, dict):
+            raise MalformedMessage("denial: expected a JSON object")
+        return body
+
+    def export_audit(self, since: int = 0) -> bytes:
+        return self._call("GET", f"audit?since={since}").content
+
+    def audit_public_key(self) -> bytes:
+        return self._call("GET", "audit/public-key").content
 
     # reference values
     def register_reference_values(

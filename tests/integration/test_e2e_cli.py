@@ -5,6 +5,7 @@ EC and RSA keys), a tightened policy refuses it, and a restart loses nothing."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from live_broker import SAMPLE_REFERENCE_VALUES, ServedBroker, run_cli, start_served, stop_served
@@ -93,8 +94,18 @@ def test_tightened_policy_refuses_with_a_reason(served: ServedBroker, tmp_path: 
     admin(served, "reference-value", "register", "svn", "2")
     code, out, err = guest(served, "get-resource", "default/key/one")
     assert code == 1 and out == b""
-    assert "401 PolicyDeny" in err
+    assert "401 PolicyDeny" in err and "correlation id" in err
+    # The guest sees its own appraisal (it holds the token) and nothing of the reason.
     assert "contraindicated" in err and "hardware=97" in err
+    assert "svn" not in err and "reference value" not in err and "condition" not in err
+    cid = re.search(r"correlation id ([0-9a-f]{32})", err)
+    assert cid is not None
+    # The workload admin gets the reason by that id: rule, claim, reference value.
+    why = admin(served, "denial", cid.group(1)).decode()
+    assert "hardware = 97" in why
+    assert 'claim input.sample.svn = "1"' in why
+    assert 'reference value svn = ["2"]' in why
+    assert "resource policy resource-policy version 1" in why
 
     # Tighten the resource policy itself: deny everything.
     admin(served, "reference-value", "register", "svn", "1")
@@ -104,6 +115,10 @@ def test_tightened_policy_refuses_with_a_reason(served: ServedBroker, tmp_path: 
     assert admin(served, "policy", "get", "--kind", "resource").decode() == deny.read_text()
     code, _, err = guest(served, "get-resource", "default/key/one")
     assert code == 1 and "PolicyDeny" in err and "affirming" in err
+    cid = re.search(r"correlation id ([0-9a-f]{32})", err)
+    assert cid is not None
+    denial = json.loads(admin(served, "denial", cid.group(1), "--json"))
+    assert denial["denial"]["policy_version"] == 2
 
 
 def test_restart_loses_nothing(served: ServedBroker, tmp_path: Path) -> None:
@@ -147,3 +162,66 @@ def test_cli_errors_are_clear(served: ServedBroker, tmp_path: Path) -> None:
     write_private_pem(other, ed25519.Ed25519PrivateKey.generate())
     result = run_cli("admin", "--url", served.url, "--key", str(other), "resource", "list")
     assert result.returncode == 1 and b"AdminAuthAccess" in result.stderr
+
+
+def test_policy_versions_and_rollback(served: ServedBroker, tmp_path: Path) -> None:
+    trust_sample(served)
+    admin(served, "resource", "put", "default/key/one", "--value", "v")
+    deny = tmp_path / "deny.rego"
+    deny.write_text("package policy\n\ndefault allow := false\n")
+    admin(served, "policy", "set", "--kind", "resource", str(deny))
+    versions = admin(served, "policy", "versions", "--kind", "resource").decode().split("\n")
+    assert versions[:2] == ["1", "2  (active)"]
+    assert guest(served, "get-resource", "default/key/one")[0] == 1
+    admin(served, "policy", "rollback", "--kind", "resource")
+    assert (
+        admin(served, "policy", "versions", "--kind", "resource").decode().startswith("1  (active)")
+    )
+    assert guest(served, "get-resource", "default/key/one")[0] == 0
+    old = admin(served, "policy", "get", "--kind", "resource", "--version", "2").decode()
+    assert old == deny.read_text()
+    admin(served, "policy", "activate", "--kind", "resource", "2")
+    assert guest(served, "get-resource", "default/key/one")[0] == 1
+    result = run_cli(
+        "admin",
+        "--url",
+        served.url,
+        "--key",
+        str(served.admin_key),
+        "policy",
+        "activate",
+        "--kind",
+        "resource",
+        "9",
+    )
+    assert result.returncode == 1 and b"no version 9" in result.stderr
+
+
+def test_audit_log_records_and_verifies(served: ServedBroker, tmp_path: Path) -> None:
+    trust_sample(served)
+    admin(served, "resource", "put", "default/key/one", "--value", "v")
+    assert guest(served, "get-resource", "default/key/one")[0] == 0
+    admin(served, "reference-value", "register", "svn", "2")
+    assert guest(served, "get-resource", "default/key/one")[0] == 1
+    log = tmp_path / "audit.jsonl"
+    key = tmp_path / "audit.pem"
+    admin(served, "audit", "export", "--output", str(log))
+    admin(served, "audit", "public-key", "--output", str(key))
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    kinds = [e["kind"] for e in entries]
+    assert kinds.count("attestation") == 2 and "release" in kinds and "denial" in kinds
+    actions = [e["event"].get("action") for e in entries if e["kind"] == "admin"]
+    assert "resource.put" in actions and "reference-value.register" in actions
+    assert all(e["actor"] == "admin" for e in entries if e["kind"] == "admin")
+    # Nothing secret in the log.
+    assert '"v"' not in log.read_text()
+    ok = run_cli("audit", "verify", str(log), "--public-key", str(key))
+    assert ok.returncode == 0 and ok.stdout.startswith(f"ok: {len(entries)} entries".encode())
+    # An edit is found at its entry.
+    lines = log.read_text().splitlines()
+    edited = json.loads(lines[3])
+    edited["actor"] = "mallory" if edited["actor"] else "someone"
+    lines[3] = json.dumps(edited)
+    log.write_text("\n".join(lines) + "\n")
+    bad = run_cli("audit", "verify", str(log), "--public-key", str(key))
+    assert bad.returncode == 1 and b"broken at entry 3" in bad.stdout + bad.stderr

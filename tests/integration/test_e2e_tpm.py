@@ -25,10 +25,12 @@ def test_tpm_guest_gets_secret_until_a_pcr_changes(broker: LiveBroker, ak: AkAlg
         admin.put_resource(SECRET, b"released only to this TPM")
 
         # Without reference values the TPM is not trusted: executables stays 33 (warning).
-        with KbsClient(broker.url, attester) as guest, pytest.raises(KbsRequestError) as denied:
-            guest.get_resource(SECRET)
+        with KbsClient(broker.url, attester) as guest:
+            with pytest.raises(KbsRequestError) as denied:
+                guest.get_resource(SECRET)
+            vector = guest.token().claims()["submods"]["cpu0"]["ear.trustworthiness-vector"]
         assert denied.value.status == 401 and "PolicyDeny" in denied.value.error_type
-        assert "executables=33" in denied.value.detail
+        assert vector["executables"] == 33
 
         # The workload admin registers this TPM's AK and its expected PCR 11.
         ak_public = base64.b64encode(attester.ak_public_der()).decode()
@@ -44,10 +46,13 @@ def test_tpm_guest_gets_secret_until_a_pcr_changes(broker: LiveBroker, ak: AkAlg
 
         # Something new runs in the guest: PCR 11 moves, the same guest is refused.
         attester.extend_pcr(11, b"an unexpected binary")
-        with KbsClient(broker.url, attester) as guest, pytest.raises(KbsRequestError) as denied:
-            guest.get_resource(SECRET)
+        with KbsClient(broker.url, attester) as guest:
+            with pytest.raises(KbsRequestError) as denied:
+                guest.get_resource(SECRET)
+            cpu0 = guest.token().claims()["submods"]["cpu0"]
         assert "PolicyDeny" in denied.value.error_type
-        assert "warning" in denied.value.detail and "executables=33" in denied.value.detail
+        assert cpu0["ear.status"] == "warning"
+        assert cpu0["ear.trustworthiness-vector"]["executables"] == 33
 
 
 def test_tpm_evidence_for_another_key_is_refused(broker: LiveBroker) -> None:

@@ -141,7 +141,9 @@ class EarSigner:
         profile: str = DEFAULT_PROFILE,
         verifier_id: JsonObject | None = None,
         insecure_notices: Sequence[str] = (),
+        extra_claims: Mapping[str, Json] | None = None,
     ) -> None:
+        """``extra_claims`` are added to every token (the broker names the tenant there)."""
         _require_p256(key, "the EAR signing key")
         if isinstance(ttl_seconds, bool) or ttl_seconds <= 0:
             raise ConfigError("EAR token lifetime must be a positive number of seconds")
@@ -152,6 +154,7 @@ class EarSigner:
         self._profile = profile
         self._verifier_id = dict(verifier_id if verifier_id is not None else DEFAULT_VERIFIER_ID)
         self._insecure = list(insecure_notices)
+        self._extra = dict(extra_claims or {})
         self._jwk = _p256_jwk(key.public_key())
 
     def public_key(self) -> ec.EllipticCurvePublicKey:
@@ -176,6 +179,8 @@ class EarSigner:
         }
         if self._insecure:
             claims[INSECURE_CLAIM] = list(self._insecure)
+        for name, value in self._extra.items():
+            claims.setdefault(name, value)
         header: JsonObject = {"alg": ES256, "typ": "JWT", "jwk": dict(self._jwk)}
         return sign_compact(header, claims, self._key), claims
 

@@ -26,6 +26,7 @@ from custodes.attestation.ear import (
     Ar4siStatus,
     EarSigner,
     appraisal_status,
+    tier_of,
     validate_trust_claims,
     worst_status,
 )
@@ -38,6 +39,7 @@ from custodes.attestation.verifiers.base import (
 from custodes.errors import PolicyError, UnsupportedTee, VerificationError
 from custodes.policy.defaults import default_policy
 from custodes.policy.engine import UNDEFINED, RegoEngine
+from custodes.policy.explain import explain
 from custodes.policy.store import PolicyStore
 from custodes.rvps.service import ReferenceValueProvider
 from custodes.types.json import Json, JsonObject
@@ -59,6 +61,10 @@ class AttestationOutcome:
     token: str
     claims: JsonObject
     status: Ar4siStatus
+    # Why a submodule is not affirming: submodule -> trust claim -> failed conditions. For the
+    # workload admin (audit log, denial explanations); never part of the token.
+    explanation: JsonObject | None = None
+    policy_version: int | None = None
 
 
 def annotated_evidence(
@@ -150,6 +156,31 @@ class AttestationService:
         appraisal.update(extensions)
         return appraisal
 
+    def _explain(
+        self, item: VerifiedClaims, annotated: JsonObject, appraisal: JsonObject
+    ) -> JsonObject:
+        """The failed conditions behind every trust claim that is not affirming."""
+        policy = self._policies.get(f"{POLICY_ID}_{item.tee_class}") or ""
+        vector = appraisal[_VECTOR]
+        weak = {
+            name: v
+            for name, v in vector.items()
+            if tier_of(v) is not Ar4siStatus.AFFIRMING and tier_of(v) is not Ar4siStatus.NONE
+        }
+        failed = explain(
+            policy,
+            [name.replace("-", "_") for name in weak],
+            input=annotated,
+            builtins={"query_reference_value": (1, self._query_reference_value)},
+        )
+        return {
+            name: {
+                "value": value,
+                "failed": [f.to_json() for f in failed if f.rule == name.replace("-", "_")],
+            }
+            for name, value in weak.items()
+        }
+
     def evaluate(
         self,
         *,
@@ -200,6 +231,13 @@ class AttestationService:
             counts[item.tee_class] = index + 1
             submods[f"{item.tee_class}{index}"] = self._appraise(tee, item, annotated)
         status = worst_status(Ar4siStatus(a[_STATUS]) for a in submods.values())
+        explanation: JsonObject | None = None
+        if status is not Ar4siStatus.AFFIRMING:
+            explanation = {
+                name: self._explain(item, a[_EVIDENCE], a)
+                for (name, a), item in zip(submods.items(), verified, strict=True)
+                if a[_STATUS] != Ar4siStatus.AFFIRMING
+            }
         # 8. Sign.
         token, claims = self._signer.sign(submods)
         logger.info(
@@ -208,4 +246,10 @@ class AttestationService:
             status,
             ", ".join(f"{name}={a[_STATUS]}" for name, a in submods.items()),
         )
-        return AttestationOutcome(token=token, claims=claims, status=status)
+        return AttestationOutcome(
+            token=token,
+            claims=claims,
+            status=status,
+            explanation=explanation,
+            policy_version=self._policies.active_version(f"{POLICY_ID}_{verified[0].tee_class}"),
+        )

@@ -42,11 +42,18 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "build, digest and encode init-data (annotation, block image)",
     ),
     "evidence": ("custodes.cli.evidence", "verify TEE evidence offline (auditors)"),
+    "audit": ("custodes.cli.audit", "audit log verification and the access matrix"),
+    "k8s": ("custodes.cli.k8s", "Kubernetes manifests and the admission webhook"),
     "rv": ("custodes.cli.rv", "compute reference values (SNP launch measurement)"),
+    "policy": (
+        "custodes.cli.policy",
+        "test a candidate policy against recorded evidence or attestations",
+    ),
     "demo": (
         "custodes.cli.demo",
-        "run the end-to-end demo (broker + admin + sample-TEE guest)",
+        "run a demo: the spine (default) or `fraud` (encrypted dataset, confidential AI)",
     ),
+    "dataset": ("custodes.cli.dataset", "encrypted datasets: data keys, encrypt, decrypt, inspect"),
 }
 
 

@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 from custodes.admin_client import AdminClient, load_admin_key
-from custodes.cli._common import add_url, require_url, resource_arg
+from custodes.cli._common import add_url, require_url, resource_arg, write_output
 from custodes.errors import ConfigError
 from custodes.types.json import Json
 
@@ -22,9 +22,15 @@ examples:
   custodes admin resource list
   custodes admin policy set --kind resource my-policy.rego
   custodes admin policy get --kind attestation --id default_cpu
+  custodes admin policy versions --kind resource
+  custodes admin policy rollback --kind resource
+  custodes admin --url https://broker:8080/tenants/bank resource list   # a tenant's broker URL
   custodes admin reference-value register svn 1
   custodes admin reference-value register launch_digest abcde
   custodes admin reference-value register major_version 1 --json --single
+  custodes admin denial 80b19d39802e44d2b357611573cd3523     # why a guest was refused
+  custodes admin audit export --output audit.jsonl && custodes admin audit public-key > k.pem
+  custodes audit verify audit.jsonl --public-key k.pem
 """
 
 
@@ -76,7 +82,45 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pg.add_argument("--kind", choices=["attestation", "resource"], required=True)
     pg.add_argument("--id", help="policy id (default: default_cpu / resource-policy)")
     pg.add_argument("--list", action="store_true", help="list the stored policy ids")
+    pg.add_argument("--version", type=int, help="a stored version (default: the active one)")
     pg.set_defaults(func=_policy_get)
+    pv = pa.add_parser("versions", help="list a policy's versions and which is active")
+    pv.add_argument("--kind", choices=["attestation", "resource"], required=True)
+    pv.add_argument("--id", help="policy id (default: default_cpu / resource-policy)")
+    pv.set_defaults(func=_policy_versions)
+    pact = pa.add_parser("activate", help="make a stored version the active one")
+    pact.add_argument("--kind", choices=["attestation", "resource"], required=True)
+    pact.add_argument("--id", help="policy id (default: default_cpu / resource-policy)")
+    pact.add_argument("version", type=int)
+    pact.set_defaults(func=_policy_activate)
+    prb = pa.add_parser("rollback", help="activate the version before the active one")
+    prb.add_argument("--kind", choices=["attestation", "resource"], required=True)
+    prb.add_argument("--id", help="policy id (default: default_cpu / resource-policy)")
+    prb.set_defaults(func=_policy_rollback)
+
+    den = groups.add_parser(
+        "denial",
+        help="why a guest was refused, by the correlation id it was given",
+        description=(
+            "Print the explanation of a refusal: the resource policy's failed condition, and "
+            "for each trust claim that was not affirming, the policy condition that failed, "
+            "the claim it read and the reference value it was compared with. Guests only ever "
+            "see the correlation id."
+        ),
+    )
+    den.add_argument("correlation_id")
+    den.add_argument("--json", action="store_true", help="print the raw JSON")
+    den.set_defaults(func=_denial)
+
+    aud = groups.add_parser("audit", help="the tenant's audit log")
+    auda = aud.add_subparsers(dest="action", metavar="ACTION", required=True)
+    exp = auda.add_parser("export", help="the audit stream as JSON Lines")
+    exp.add_argument("--since", type=int, default=0, help="first sequence number")
+    exp.add_argument("--output", type=Path, help="write to FILE instead of stdout")
+    exp.set_defaults(func=_audit_export)
+    pk = auda.add_parser("public-key", help="the audit signing key (PEM), for `audit verify`")
+    pk.add_argument("--output", type=Path, help="write to FILE instead of stdout")
+    pk.set_defaults(func=_audit_key)
 
     rv = groups.add_parser("reference-value", help="reference values used by policies")
     rva = rv.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -169,8 +213,39 @@ def _policy_get(args: argparse.Namespace) -> int:
             for policy_id in c.list_policies(args.kind):
                 print(policy_id)
             return 0
-        default = "default_cpu" if args.kind == "attestation" else "resource-policy"
-        sys.stdout.write(c.get_policy(args.kind, args.id or default))
+        sys.stdout.write(c.get_policy(args.kind, _policy_id(args), args.version))
+    return 0
+
+
+def _policy_id(args: argparse.Namespace) -> str:
+    if args.id:
+        return str(args.id)
+    return "default_cpu" if args.kind == "attestation" else "resource-policy"
+
+
+def _policy_versions(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        for v in c.policy_versions(args.kind, _policy_id(args)):
+            print(f"{v['version']}{'  (active)' if v['active'] else ''}")
+    return 0
+
+
+def _policy_activate(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        c.activate_policy(args.kind, _policy_id(args), args.version)
+    print(f"activated version {args.version} of {_policy_id(args)}", file=sys.stderr)
+    return 0
+
+
+def _policy_rollback(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        versions = c.policy_versions(args.kind, _policy_id(args))
+        active = next((v["version"] for v in versions if v["active"]), None)
+        earlier = [v["version"] for v in versions if active is not None and v["version"] < active]
+        if not earlier:
+            raise ConfigError(f"{_policy_id(args)} has no version before the active one")
+        c.activate_policy(args.kind, _policy_id(args), max(earlier))
+    print(f"rolled {_policy_id(args)} back to version {max(earlier)}", file=sys.stderr)
     return 0
 
 
@@ -208,6 +283,58 @@ def _rv_register(args: argparse.Namespace) -> int:
                 raise ConfigError("--expires needs a time zone, e.g. 2027-01-31T00:00:00Z")
         c.register_reference_values({args.name: value}, expiration=expiration)
     print(f"registered {args.name} = {json.dumps(value)}", file=sys.stderr)
+    return 0
+
+
+def _render_failed(failed: list[Json], indent: str) -> list[str]:
+    lines = []
+    for f in failed:
+        lines.append(f"{indent}failed condition (line {f['line']}): {f['condition']}")
+        for claim, value in f.get("claims", {}).items():
+            lines.append(f"{indent}  claim {claim} = {json.dumps(value)}")
+        for rv, value in f.get("reference_values", {}).items():
+            lines.append(f"{indent}  reference value {rv} = {json.dumps(value)}")
+    return lines
+
+
+def _denial(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        body = c.get_denial(args.correlation_id)
+    if args.json:
+        _print_json(body)
+        return 0
+    denial = body["denial"]
+    out = [
+        f"denied: {denial['resource']} at {body['time']}",
+        f"resource policy {denial['policy_id']} version {denial['policy_version']}",
+        f"appraisal: {denial['appraisal']}",
+        *_render_failed(denial.get("failed", []), "  "),
+    ]
+    attestation = body.get("attestation")
+    if attestation and attestation.get("explanation"):
+        out.append(
+            f"attestation ({attestation['tee']}, policy {attestation['policy_id']} "
+            f"version {attestation['policy_version']}):"
+        )
+        for submod, claims in attestation["explanation"].items():
+            for claim, detail in claims.items():
+                out.append(f"  {submod} {claim} = {detail['value']}")
+                out.extend(_render_failed(detail.get("failed", []), "    "))
+    print("\n".join(out))
+    return 0
+
+
+def _audit_export(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        data = c.export_audit(args.since)
+    write_output(data, args.output)
+    return 0
+
+
+def _audit_key(args: argparse.Namespace) -> int:
+    with _client(args) as c:
+        data = c.audit_public_key()
+    write_output(data, args.output)
     return 0
 
 

@@ -1,20 +1,27 @@
-"""`custodes demo`: the spine end to end on the embedded defaults (SQLite, sample TEE).
+"""`custodes demo [spine|fraud]`: runnable scenarios on the embedded defaults (SQLite, sample TEE).
 
-A broker starts on a free loopback port; the workload admin stores a secret and registers
-reference values; a sample-TEE guest attests and receives the secret encrypted to its own
-key; the admin then tightens what is trusted and the same guest is refused, with the reason.
+``spine`` (the default) is the spine end to end; ``fraud`` is the confidential AI workload of
+the fraud-detection example (:mod:`custodes.cli.demo_fraud`).
+
+The spine demo: a broker starts on a free loopback port; the workload admin stores a secret
+and registers reference values; a sample-TEE guest attests and receives the secret encrypted
+to its own key; the admin then tightens what is trusted and the same guest is refused, with
+the reason.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import sys
 import tempfile
 from pathlib import Path
 
 from custodes._internal.kbs_http import KbsRequestError
 from custodes.admin_client import AdminClient, load_admin_key
+from custodes.cli import demo_fraud
+from custodes.errors import ConfigError
 from custodes.guest.attester.sample import SampleAttester
 from custodes.guest.kbs_client import KbsClient
 from custodes.kbs.app import create_app
@@ -23,6 +30,8 @@ from custodes.kbs.config import AttestationConfig, KbsConfig, ServerConfig
 from custodes.kbs.server import serve_in_thread
 from custodes.protocol.resource import ResourcePath
 
+SCENARIOS = ("spine", "fraud")
+FRAUD_OPTIONS = ("rows", "keep", "example_dir")
 SECRET_PATH = ResourcePath("default", "key", "db-password")
 # A demo value, printed on purpose: the point is to show it arriving in the TEE.
 DEMO_SECRET = b"correct horse battery staple"
@@ -42,15 +51,25 @@ AR4SI_MEANING = {
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "demo",
-        help="run the end-to-end demo (broker + admin + sample-TEE guest)",
+        help="run a demo: the spine (default) or `fraud` (encrypted dataset, confidential AI)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
+        "scenario",
+        nargs="?",
+        choices=SCENARIOS,
+        default="spine",
+        help="spine: broker, admin and a sample-TEE guest (default); fraud: an encrypted "
+        "dataset for a fraud-detection model, Kubernetes Secret versus custodes",
+    )
+    p.add_argument(
         "--data-dir",
         type=Path,
-        help="keep the broker's state here (default: a temporary directory, removed after)",
+        help="spine scenario: keep the broker's state here (default: a temporary directory, "
+        "removed after)",
     )
+    demo_fraud.add_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -71,6 +90,13 @@ def _appraisal(client: KbsClient) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    fraud_options = [f"--{n.replace('_', '-')}" for n in FRAUD_OPTIONS if getattr(args, n)]
+    if args.scenario == "fraud":
+        if args.data_dir is not None:
+            raise ConfigError("--data-dir is for the spine scenario; the fraud one takes --keep")
+        return demo_fraud.run(args)
+    if fraud_options:
+        raise ConfigError(f"{', '.join(fraud_options)}: only for `custodes demo fraud`")
     with tempfile.TemporaryDirectory(prefix="custodes-demo-") as tmp:
         data_dir = args.data_dir or Path(tmp)
         return _demo(data_dir)
@@ -113,8 +139,29 @@ def _demo(data_dir: Path) -> int:
             try:
                 guest.get_resource(SECRET_PATH)
             except KbsRequestError as e:
-                _say("", f"refused ({e.status}): {e.detail}")
-                _say("", f"appraisal: {_appraisal(guest)}")
+                _say("", f"the guest is refused ({e.status}): {e.detail}")
+                _say("", f"its own token's appraisal: {_appraisal(guest)}")
+                found = re.search(r"correlation id ([0-9a-f]+)", e.detail)
+                if found is None:
+                    print(
+                        "demo: the refusal carries no correlation id; this is a bug",
+                        file=sys.stderr,
+                    )
+                    return 1
+                _say("5. The workload admin looks up why, by the correlation id")
+                why = admin.get_denial(found.group(1))
+                for submod, claims in (why["attestation"] or {}).get("explanation", {}).items():
+                    for claim, detail in claims.items():
+                        for f in detail["failed"]:
+                            _say(
+                                "",
+                                f"{submod} {claim}={detail['value']}: failed condition "
+                                f"`{f['condition']}`",
+                            )
+                            for name, value in f["claims"].items():
+                                _say("", f"  claim {name} = {value!r}")
+                            for name, value in f["reference_values"].items():
+                                _say("", f"  reference value {name} = {value!r}")
             else:
                 print("demo: the guest was NOT refused; this is a bug", file=sys.stderr)
                 return 1

@@ -6,10 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from custodes._internal.kbs_http import KbsRequestError
 from custodes.cli._common import add_url, require_url, resource_arg, write_output
 from custodes.errors import ConfigError
 from custodes.guest.attester.select import SELECTABLE, select_attester
 from custodes.guest.kbs_client import KbsClient
+from custodes.protocol.appraisal import appraisal_summary
 
 EPILOG = """\
 examples:
@@ -117,7 +119,16 @@ def _attest(args: argparse.Namespace) -> int:
 
 def _get_resource(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        data = client.get_resource(args.resource, via=args.via)
+        try:
+            data = client.get_resource(args.resource, via=args.via)
+        except KbsRequestError as e:
+            if e.error_type.endswith("/PolicyDeny"):
+                # The guest's own token says how it was appraised; the broker says no more.
+                print(
+                    f"your token's appraisal: {appraisal_summary(client.token().claims())}",
+                    file=sys.stderr,
+                )
+            raise
     write_output(data, args.output)
     if args.output is not None:
         print(f"wrote {len(data)} bytes to {args.output}", file=sys.stderr)

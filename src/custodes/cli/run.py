@@ -10,8 +10,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from custodes.errors import ConfigError
+from custodes.errors import ConfigError, CustodesError
 from custodes.guest.config import broker_from_url, load_guest_config
+from custodes.guest.dataset_launch import DatasetSpec
 from custodes.guest.launcher import prepare
 
 EPILOG = """\
@@ -19,11 +20,19 @@ examples:
   custodes run --config /etc/custodes/guest.toml -- python app.py
   custodes run --url https://broker:8080 --tee tpm --secret-mount /etc/secrets -- ./server
   custodes run --initdata /run/confidential-containers/initdata/initdata.toml -- ./job
+  custodes run --url https://broker:8080 \
+      --dataset kbs:///default/dataset/tx=/data/tx.csv.cdx:/dev/shm/tx.csv -- python app.py
 
 Environment values that start with "sealed." are unsealed, and so are files under each
 --secret-mount whose content starts with "sealed.". Then CMD is exec'd with the plaintext
 environment. A secret that cannot be unsealed stops the start (--on-unseal-error warn keeps
 the sealed value and goes on, as upstream does).
+
+Each --dataset KEY=ENCRYPTED_PATH:PLAIN_PATH is decrypted before the exec, with the data key
+released by the broker after the same attestation; KEY is the key's kbs:// resource URI or a
+sealed secret pointing at it. PLAIN_PATH must be on tmpfs or ramfs (e.g. /dev/shm): plaintext
+is never written to persistent storage unless --dataset-allow-persistent (insecure) says so.
+A dataset that cannot be decrypted always stops the start.
 """
 
 
@@ -53,8 +62,30 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         choices=["error", "warn"],
         help="stop the start (default) or warn and keep the sealed value",
     )
+    p.add_argument(
+        "--dataset",
+        type=_dataset_arg,
+        action="append",
+        default=[],
+        metavar="KEY=ENCRYPTED_PATH:PLAIN_PATH",
+        help="decrypt a dataset into memory before the exec (repeatable); KEY is "
+        "kbs:///repo/type/tag or a sealed.… reference to it",
+    )
+    p.add_argument(
+        "--dataset-allow-persistent",
+        action="store_true",
+        help="INSECURE: let decrypted datasets go to a filesystem that is not tmpfs/ramfs",
+    )
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
     p.set_defaults(func=run)
+
+
+def _dataset_arg(text: str) -> DatasetSpec:
+    """argparse ``type=``: a usage error naming the problem instead of a traceback."""
+    try:
+        return DatasetSpec.parse(text)
+    except CustodesError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
 
 
 def run(args: argparse.Namespace) -> int:
@@ -85,7 +116,15 @@ def run(args: argparse.Namespace) -> int:
             init_data = args.initdata.read_bytes().decode("utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise ConfigError(f"cannot read init-data {args.initdata}: {e}") from e
-    prepared = prepare(config, os.environ, init_data_text=init_data)
+    prepared = prepare(
+        config,
+        os.environ,
+        init_data_text=init_data,
+        datasets=args.dataset,
+        dataset_allow_persistent=args.dataset_allow_persistent,
+    )
+    for path in prepared.datasets:
+        print(f"custodes run: decrypted dataset {path}", file=sys.stderr, flush=True)
     print(
         f"custodes run: unsealed {len(prepared.unsealed_env)} environment variable(s) and "
         f"{len(prepared.unsealed_files)} file(s) with {prepared.handshakes} attestation(s); "

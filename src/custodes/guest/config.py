@@ -15,6 +15,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from custodes.errors import ConfigError
+from custodes.guest.dataset_launch import DatasetSpec
 
 KeyType = Literal["ec-p256", "ec-p521", "rsa"]
 KEY_TYPES: tuple[KeyType, ...] = ("ec-p256", "ec-p521", "rsa")
@@ -49,6 +50,7 @@ class GuestConfig:
     allow_unsigned_sealed: bool = False
     rest_listen: str = "127.0.0.1:8006"
     rest_features: Literal["resource", "attestation", "all"] = "resource"
+    datasets: tuple[DatasetSpec, ...] = ()
 
     def broker_for_host(self, host: str | None) -> BrokerConfig:
         """The broker a ``kbs://HOST/…`` URI names (``None``: the default broker)."""
@@ -95,7 +97,9 @@ def broker_from_url(url: str, cacert: Path | None = None) -> BrokerConfig:
 
 
 def parse_config(raw: dict[str, Any], base_dir: Path) -> GuestConfig:
-    _check_keys(raw, {"brokers", "attester", "credentials", "run", "sealed", "rest"}, "config")
+    _check_keys(
+        raw, {"brokers", "attester", "credentials", "run", "sealed", "rest", "datasets"}, "config"
+    )
 
     def path(value: str) -> Path:
         p = Path(value)
@@ -183,6 +187,24 @@ def parse_config(raw: dict[str, Any], base_dir: Path) -> GuestConfig:
     if features not in ("resource", "attestation", "all"):
         raise ConfigError("rest.features must be resource, attestation or all")
 
+    datasets: list[DatasetSpec] = []
+    raw_datasets = raw.get("datasets", [])
+    if not isinstance(raw_datasets, list):
+        raise ConfigError("[[datasets]] must be an array of tables")
+    for i, d in enumerate(raw_datasets):
+        where = f"datasets[{i}]"
+        if not isinstance(d, dict):
+            raise ConfigError(f"{where} must be a table")
+        _check_keys(d, {"key", "encrypted", "plaintext"}, where)
+        key, enc, plain = (
+            _str(d, "key", where),
+            _str(d, "encrypted", where),
+            _str(d, "plaintext", where),
+        )
+        if not key or not enc or not plain:
+            raise ConfigError(f"{where} needs key, encrypted and plaintext")
+        datasets.append(DatasetSpec.of(key, path(enc), path(plain)))
+
     return GuestConfig(
         brokers=tuple(brokers),
         tee=_str(attester, "tee", "attester"),
@@ -196,6 +218,7 @@ def parse_config(raw: dict[str, Any], base_dir: Path) -> GuestConfig:
         allow_unsigned_sealed=allow_unsigned,
         rest_listen=_str(rest, "listen", "rest", "127.0.0.1:8006") or "127.0.0.1:8006",
         rest_features=features,
+        datasets=tuple(datasets),
     )
 
 

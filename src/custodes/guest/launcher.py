@@ -8,7 +8,10 @@ Steps, in order:
 4. unseal every file under the configured secret mounts whose content starts with ``sealed.``:
    the plaintext goes next to the target as ``<target>.unsealed`` and the entry's symlink is
    swapped to it (the kubelet ``..data`` layout, as upstream's agent does); a plain file is
-   replaced atomically.
+   replaced atomically;
+5. decrypt each ``--dataset`` / ``[[datasets]]`` into a memory-backed path
+   (:mod:`custodes.guest.dataset_launch`; checked before the broker is asked for anything,
+   and a failure always stops the start).
 One attestation per broker serves the whole start. Unlike upstream, a secret that cannot be
 unsealed stops the start with an error naming it (``unseal_failure = "warn"`` keeps upstream's
 behaviour: log and leave the sealed value).
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +30,17 @@ from custodes.guest.agent import AttestationAgent
 from custodes.guest.attester.select import select_attester
 from custodes.guest.cdh import ConfidentialDataHub, write_private
 from custodes.guest.config import GuestConfig
+from custodes.guest.dataset_launch import (
+    DatasetLaunchError,
+    DatasetSpec,
+    PlannedDataset,
+    decrypt,
+    fetch_key,
+    plan,
+    remove_plaintext,
+)
 from custodes.initdata.format import InitData
+from custodes.types.secret import Secret
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +61,7 @@ class Prepared:
     unsealed_files: list[Path] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     handshakes: int = 0
+    datasets: list[Path] = field(default_factory=list)
 
 
 def _bind_init_data(attester: object, init_data: InitData) -> None:
@@ -113,14 +127,53 @@ def _unseal_file(hub: ConfidentialDataHub, entry: Path) -> Path | None:
     return entry
 
 
+def _decrypt_datasets(
+    hub: ConfidentialDataHub, planned: Sequence[PlannedDataset], prepared: Prepared
+) -> None:
+    keys: dict[str, Secret[bytes]] = {}  # one fetch per key, however many datasets use it
+    try:
+        for item in planned:
+            spec = item.spec
+            key = keys.get(spec.key)
+            if key is None:
+                try:
+                    key = keys[spec.key] = fetch_key(hub, item)
+                except CustodesError as e:
+                    raise DatasetLaunchError(
+                        f"cannot obtain the key {item.key_id} of dataset {spec.encrypted}: {e}"
+                    ) from e
+            try:
+                written = decrypt(item, key)
+            except CustodesError as e:
+                raise DatasetLaunchError(f"cannot decrypt dataset {spec.encrypted}: {e}") from e
+            logger.info("dataset %s -> %s (%s)", spec.encrypted, spec.plaintext, item.fs_type)
+            prepared.datasets.extend(written)
+    except BaseException:
+        # The workload will not start: take back what earlier datasets of this start wrote.
+        remove_plaintext(prepared.datasets)
+        prepared.datasets.clear()
+        raise
+
+
 def prepare(
     config: GuestConfig,
     environ: Mapping[str, str],
     *,
     init_data_text: str | None = None,
+    datasets: Sequence[DatasetSpec] = (),
+    dataset_allow_persistent: bool = False,
 ) -> Prepared:
-    """Everything ``custodes run`` does before exec; returns the workload's environment."""
+    """Everything ``custodes run`` does before exec; returns the workload's environment.
+
+    ``datasets`` come after the configuration's ``[[datasets]]``; ``dataset_allow_persistent``
+    lets their plaintext go to a filesystem that is not memory-backed (insecure, logged).
+    """
     init_data = InitData.parse(init_data_text) if init_data_text is not None else None
+    # Local checks first: a dataset that cannot be used stops the start before any attestation.
+    planned = [
+        plan(spec, allow_persistent=dataset_allow_persistent)
+        for spec in (*config.datasets, *datasets)
+    ]
     attester = select_attester(config.tee, tcti=config.tcti)
     if init_data is not None:
         _bind_init_data(attester, init_data)
@@ -146,6 +199,7 @@ def prepare(
                     continue
                 if done is not None:
                     prepared.unsealed_files.append(done)
+        _decrypt_datasets(hub, planned, prepared)
         prepared.handshakes = agent.handshakes()
     finally:
         agent.close()

@@ -10,16 +10,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 from custodes._internal.clock import Clock
-from custodes._internal.jws import verify_compact
+from custodes._internal.jws import verify_compact_with_key
 from custodes.errors import AdminAuthError, TokenError
 from custodes.kbs.keys import AdminPublicKey
+
+
+class Role(StrEnum):
+    """What an authenticated identity may do. A tenant's admin manages its resources,
+    policies and reference values; its auditor only reads (policies, resource names, audit,
+    denial explanations); the broker operator manages tenants and nothing inside them."""
+
+    ADMIN = "admin"
+    AUDITOR = "auditor"
+    OPERATOR = "operator"
 
 
 @dataclass(frozen=True, slots=True)
 class AdminIdentity:
     subject: str
+    role: Role = Role.ADMIN
 
 
 class AdminAuthenticator:
@@ -30,8 +42,16 @@ class AdminAuthenticator:
         clock: Clock,
         leeway_seconds: int = 60,
         max_lifetime_seconds: int = 24 * 3600,
+        roles: Sequence[Role] | None = None,
+        subjects: Sequence[str | None] | None = None,
     ) -> None:
+        """``roles``/``subjects`` run parallel to ``keys`` (default: admin, any subject). A key
+        registered with a subject accepts only tokens whose ``sub`` is that subject."""
         self._keys = list(keys)
+        self._roles = list(roles) if roles is not None else [Role.ADMIN] * len(self._keys)
+        self._subjects = list(subjects) if subjects is not None else [None] * len(self._keys)
+        if len(self._roles) != len(self._keys) or len(self._subjects) != len(self._keys):
+            raise ValueError("keys, roles and subjects must have the same length")
         self._clock = clock
         self._leeway = leeway_seconds
         self._max_lifetime = max_lifetime_seconds
@@ -45,7 +65,7 @@ class AdminAuthenticator:
         if scheme.lower() != "bearer" or not token:
             raise AdminAuthError("admin endpoint: expected 'Authorization: Bearer <JWT>'")
         try:
-            _, claims = verify_compact(token.strip(), self._keys)
+            _, claims, key = verify_compact_with_key(token.strip(), self._keys)
         except TokenError as e:
             raise AdminAuthError(f"admin token rejected: {e}") from e
         now = self._clock.now()
@@ -69,7 +89,11 @@ class AdminAuthenticator:
             not isinstance(nbf, int) or isinstance(nbf, bool) or nbf > now + self._leeway
         ):
             raise AdminAuthError("admin token rejected: not yet valid")
-        subject = claims.get("sub", "admin")
+        index = next(i for i, k in enumerate(self._keys) if k is key)
+        bound = self._subjects[index]
+        subject = claims.get("sub", bound or "admin")
         if not isinstance(subject, str):
             raise AdminAuthError("admin token rejected: 'sub' is not a string")
-        return AdminIdentity(subject)
+        if bound is not None and subject != bound:
+            raise AdminAuthError("admin token rejected: 'sub' is not the key's registered subject")
+        return AdminIdentity(subject, self._roles[index])

@@ -58,8 +58,14 @@ class TokenConfig:
 @dataclass(frozen=True, slots=True)
 class AdminConfig:
     public_keys: tuple[Path, ...] = ()
+    auditor_keys: tuple[Path, ...] = ()
     leeway_seconds: int = 60
     max_token_lifetime_seconds: int = 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorConfig:
+    public_keys: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +82,9 @@ class AttestationConfig:
 class StorageConfig:
     backend: str = "sqlite"
     path: Path | None = None
+    dsn: str = ""
+    master_key_file: Path | None = None
+    master_key_env: str = "CUSTODES_MASTER_KEY"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +94,7 @@ class KbsConfig:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     token: TokenConfig = field(default_factory=TokenConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
+    operator: OperatorConfig = field(default_factory=OperatorConfig)
     attestation: AttestationConfig = field(default_factory=AttestationConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
 
@@ -121,9 +131,10 @@ class KbsConfig:
             raise ConfigError(
                 "admin.leeway_seconds must be >= 0 and admin.max_token_lifetime_seconds > 0"
             )
-        if self.storage.backend != "sqlite":
+        if self.storage.backend not in ("sqlite", "postgres"):
             raise ConfigError(
-                f"storage.backend {self.storage.backend!r} is not supported (supported: sqlite)"
+                f"storage.backend {self.storage.backend!r} is not supported "
+                "(supported: sqlite, postgres)"
             )
         if self.config_version != CONFIG_VERSION:
             raise ConfigError(
@@ -137,6 +148,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "limits": LimitsConfig,
     "token": TokenConfig,
     "admin": AdminConfig,
+    "operator": OperatorConfig,
     "attestation": AttestationConfig,
     "storage": StorageConfig,
 }

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from custodes import errors as e
+from custodes.kbs.tenants import TenantExists, TenantSuspended
 
 ERROR_TYPE_PREFIX: Final = "https://github.com/confidential-containers/kbs/errors/"
 
@@ -43,6 +44,8 @@ class HttpError:
 # Most specific classes first: the first isinstance match wins.
 _TABLE: Final[tuple[tuple[type[BaseException], HttpError], ...]] = (
     (RequestTooLarge, HttpError(413, "PayloadTooLarge")),
+    (TenantExists, HttpError(409, "Conflict")),
+    (TenantSuspended, HttpError(403, "TenantSuspended")),
     (EndpointNotFound, HttpError(404, "PluginNotFound")),
     (MethodNotAllowed, HttpError(405, "MethodNotAllowed")),
     (e.InvalidResourcePath, HttpError(404, "InvalidRequestPath")),

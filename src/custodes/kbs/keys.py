@@ -76,9 +76,15 @@ def load_public_key(path: Path) -> AdminPublicKey:
     raise ConfigError(f"{path}: admin keys must be Ed25519 or EC P-256")
 
 
-def load_ear_signing_key(configured: Path | None, data_dir: Path) -> ec.EllipticCurvePrivateKey:
-    """The configured EAR key, else the one in ``data_dir`` (created on first start)."""
-    path = configured or data_dir / EAR_KEY_FILE
+AUDIT_KEY_FILE = "audit-signing-key.pem"
+
+
+def load_ear_signing_key(
+    configured: Path | None, data_dir: Path, *, default_name: str = EAR_KEY_FILE
+) -> ec.EllipticCurvePrivateKey:
+    """The configured P-256 key, else ``data_dir/default_name`` (created on first start).
+    Signs EAR tokens, and (with ``AUDIT_KEY_FILE``) the audit log."""
+    path = configured or data_dir / default_name
     if configured is None and not path.exists():
         write_private_pem(path, ec.generate_private_key(ec.SECP256R1()))
         logger.info("generated EAR token signing key %s", path)

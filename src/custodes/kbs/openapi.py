@@ -12,6 +12,13 @@ from custodes import __version__
 
 _ERR = {"$ref": "#/components/responses/Error"}
 _ADMIN: list[dict[str, list[str]]] = [{"adminJwt": []}]
+_OPERATOR: list[dict[str, list[str]]] = [{"operatorJwt": []}]
+_TENANT_PARAM = {
+    "name": "tenant",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"},
+}
 _SEGMENT = {"type": "string", "pattern": "^[A-Za-z0-9_-][A-Za-z0-9_.-]*$", "maxLength": 128}
 _PATH_PARAMS = [
     {"name": n, "in": "path", "required": True, "schema": _SEGMENT} for n in ("repo", "type", "tag")
@@ -53,6 +60,41 @@ def _policy_paths(name: str, with_id: bool) -> dict[str, Any]:
                     **_errors(401),
                 },
             },
+        },
+        f"/kbs/v0/{name}/{{policy_id}}/versions": {
+            "get": {
+                "summary": f"Versions of a {name.replace('-', ' ')} (admin or auditor)",
+                "security": _ADMIN,
+                "parameters": [
+                    {"name": "policy_id", "in": "path", "required": True, "schema": _SEGMENT}
+                ],
+                "responses": {
+                    "200": _ok("[{version, active}]", {"type": "array"}),
+                    **_errors(401, 404),
+                },
+            }
+        },
+        f"/kbs/v0/{name}/{{policy_id}}/activate": {
+            "post": {
+                "summary": f"Activate a stored version (rollback) of a {name.replace('-', ' ')}",
+                "security": _ADMIN,
+                "parameters": [
+                    {"name": "policy_id", "in": "path", "required": True, "schema": _SEGMENT}
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["version"],
+                                "properties": {"version": {"type": "integer", "minimum": 1}},
+                            }
+                        }
+                    },
+                },
+                "responses": {"200": _ok("activated"), **_errors(400, 401, 404)},
+            }
         },
         f"/kbs/v0/{name}/{{policy_id}}": {
             "get": {
@@ -199,6 +241,23 @@ def openapi_document() -> dict[str, Any]:
                 "value": {},
             },
         },
+        "Identity": {
+            "type": "object",
+            "required": ["subject", "role", "public_key"],
+            "properties": {
+                "subject": {"type": "string"},
+                "role": {"enum": ["admin", "auditor"]},
+                "public_key": {"type": "string", "description": "PEM, Ed25519 or EC P-256"},
+            },
+        },
+        "NewTenant": {
+            "type": "object",
+            "required": ["id", "identities"],
+            "properties": {
+                "id": _TENANT_PARAM["schema"],
+                "identities": {"type": "array", "items": {"$ref": "#/components/schemas/Identity"}},
+            },
+        },
         "ResourceInfo": {
             "type": "object",
             "required": ["path", "size", "updated"],
@@ -318,6 +377,111 @@ def openapi_document() -> dict[str, Any]:
                 },
             }
         },
+        "/kbs/v0/denials/{correlation_id}": {
+            "get": {
+                "summary": "Why a guest was refused, by its correlation id (admin or auditor)",
+                "security": _ADMIN,
+                "parameters": [
+                    {
+                        "name": "correlation_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+                    }
+                ],
+                "responses": {"200": _ok("the denial and its attestation"), **_errors(401, 404)},
+            }
+        },
+        "/kbs/v0/audit": {
+            "get": {
+                "summary": "The tenant's audit stream, JSON Lines (admin or auditor)",
+                "security": _ADMIN,
+                "parameters": [
+                    {
+                        "name": "since",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 0},
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "JSON Lines",
+                        "content": {"application/jsonl": {"schema": {"type": "string"}}},
+                    },
+                    **_errors(400, 401),
+                },
+            }
+        },
+        "/kbs/v0/audit/public-key": {
+            "get": {
+                "summary": "The audit signing key, PEM (admin or auditor)",
+                "security": _ADMIN,
+                "responses": {
+                    "200": {
+                        "description": "PEM",
+                        "content": {"application/x-pem-file": {"schema": {"type": "string"}}},
+                    },
+                    **_errors(401),
+                },
+            }
+        },
+        "/kbs/v0/identities": {
+            "get": {
+                "summary": "List this tenant's identities (admin, auditor; not the default tenant)",
+                "security": _ADMIN,
+                "responses": {
+                    "200": _ok("subjects and roles", {"type": "array"}),
+                    **_errors(401, 404),
+                },
+            },
+            "post": {
+                "summary": "Add an identity to this tenant (admin)",
+                "security": _ADMIN,
+                "requestBody": _json_body("Identity"),
+                "responses": {"200": _ok("added"), **_errors(400, 401, 404)},
+            },
+        },
+        "/operator/v0/tenants": {
+            "get": {
+                "summary": "List tenants (operator)",
+                "security": _OPERATOR,
+                "responses": {
+                    "200": _ok("tenant ids", {"type": "array", "items": {"type": "string"}}),
+                    **_errors(401),
+                },
+            },
+            "post": {
+                "summary": "Create a tenant with its first identities (operator)",
+                "security": _OPERATOR,
+                "requestBody": _json_body("NewTenant"),
+                "responses": {"200": _ok("created"), **_errors(400, 401)},
+            },
+        },
+        "/operator/v0/tenants/{tenant}": {
+            "get": {
+                "summary": "A tenant's status (operator)",
+                "security": _OPERATOR,
+                "parameters": [_TENANT_PARAM],
+                "responses": {"200": _ok("status"), **_errors(401, 404)},
+            }
+        },
+        "/operator/v0/tenants/{tenant}/suspend": {
+            "post": {
+                "summary": "Suspend a tenant: every request to it is refused (operator)",
+                "security": _OPERATOR,
+                "parameters": [_TENANT_PARAM],
+                "responses": {"200": _ok("suspended"), **_errors(401, 404)},
+            }
+        },
+        "/operator/v0/tenants/{tenant}/resume": {
+            "post": {
+                "summary": "Resume a suspended tenant (operator)",
+                "security": _OPERATOR,
+                "parameters": [_TENANT_PARAM],
+                "responses": {"200": _ok("active"), **_errors(401, 404)},
+            }
+        },
         "/kbs/v0/openapi.json": {
             "get": {"summary": "This document", "responses": {"200": _ok("OpenAPI 3.1")}}
         },
@@ -343,6 +507,10 @@ def openapi_document() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {
             "title": "custodes key broker (KBS protocol 0.4.0)",
+            "description": (
+                "Every /kbs/v0 path is also served under /tenants/{tenant}/kbs/v0 for the "
+                "tenant of that name; /kbs/v0 is the default tenant."
+            ),
             "version": __version__,
         },
         "paths": paths,
@@ -360,6 +528,7 @@ def openapi_document() -> dict[str, Any]:
             },
             "securitySchemes": {
                 "adminJwt": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "operatorJwt": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
                 "earToken": {"type": "http", "scheme": "bearer", "bearerFormat": "EAR JWT"},
                 "sessionCookie": {"type": "apiKey", "in": "cookie", "name": "kbs-session-id"},
             },

@@ -23,18 +23,19 @@ class ResourceInfo:
 
 
 class ResourceRepository:
-    def __init__(self, store: Store, clock: Clock) -> None:
+    def __init__(self, store: Store, clock: Clock, namespace: str = NS_RESOURCES) -> None:
+        self._ns = namespace
         self._store = store
         self._clock = clock
 
     def put(self, path: ResourcePath, data: Secret[bytes]) -> ResourceInfo:
         now = self._clock.now()
         record = {"v": _FORMAT, "updated": now, "data": b64std_encode(data.reveal())}
-        self._store.set(NS_RESOURCES, str(path), json.dumps(record).encode())
+        self._store.set(self._ns, str(path), json.dumps(record).encode())
         return ResourceInfo(str(path), len(data), now)
 
     def _load(self, path: ResourcePath) -> dict[str, object]:
-        raw = self._store.get(NS_RESOURCES, str(path), now=self._clock.now())
+        raw = self._store.get(self._ns, str(path), now=self._clock.now())
         if raw is None:
             raise NotFound(f"resource {path} does not exist")
         try:
@@ -65,8 +66,8 @@ class ResourceRepository:
         return ResourceInfo(str(path), len(data), float(updated))
 
     def delete(self, path: ResourcePath) -> None:
-        if not self._store.delete(NS_RESOURCES, str(path)):
+        if not self._store.delete(self._ns, str(path)):
             raise NotFound(f"resource {path} does not exist")
 
     def list(self) -> list[str]:
-        return self._store.list(NS_RESOURCES, now=self._clock.now())
+        return self._store.list(self._ns, now=self._clock.now())

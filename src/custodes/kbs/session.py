@@ -51,7 +51,10 @@ class Session:
 
 
 class SessionManager:
-    def __init__(self, store: Store, clock: Clock, ttl_seconds: int) -> None:
+    def __init__(
+        self, store: Store, clock: Clock, ttl_seconds: int, *, namespace: str = NS_SESSIONS
+    ) -> None:
+        self._ns = namespace
         self._store = store
         self._clock = clock
         self._ttl = ttl_seconds
@@ -67,7 +70,7 @@ class SessionManager:
             expires_at=expires_at,
         )
         if not self._store.insert(
-            NS_SESSIONS, session.id, session.encode(), now=self._clock.now(), expires_at=expires_at
+            self._ns, session.id, session.encode(), now=self._clock.now(), expires_at=expires_at
         ):  # pragma: no cover - a uuid4 collision
             raise SessionError("session id collision; retry")
         return session
@@ -75,7 +78,7 @@ class SessionManager:
     def get(self, session_id: str | None) -> Session:
         if not session_id:
             raise SessionError("no kbs-session-id cookie: call /kbs/v0/auth first")
-        raw = self._store.get(NS_SESSIONS, session_id, now=self._clock.now())
+        raw = self._store.get(self._ns, session_id, now=self._clock.now())
         if raw is None:
             raise SessionError("unknown or expired session: call /kbs/v0/auth again")
         return Session.decode(raw)
@@ -86,7 +89,7 @@ class SessionManager:
             raise SessionError("this session's challenge was already used: call /kbs/v0/auth again")
         claimed = replace(session, state=SessionState.ATTESTING)
         if not self._store.compare_and_swap(
-            NS_SESSIONS, session.id, session.encode(), claimed.encode(), now=self._clock.now()
+            self._ns, session.id, session.encode(), claimed.encode(), now=self._clock.now()
         ):
             raise SessionError(
                 "this session's challenge was already used or expired: call /kbs/v0/auth again"
@@ -99,7 +102,7 @@ class SessionManager:
             raise SessionError("this session's challenge was not claimed: call /kbs/v0/auth again")
         done = replace(session, state=SessionState.ATTESTED, token=token)
         if not self._store.compare_and_swap(
-            NS_SESSIONS, session.id, session.encode(), done.encode(), now=self._clock.now()
+            self._ns, session.id, session.encode(), done.encode(), now=self._clock.now()
         ):
             raise SessionError("session expired during attestation: call /kbs/v0/auth again")
         return done

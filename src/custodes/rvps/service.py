@@ -22,7 +22,8 @@ logger = logging.getLogger(__name__)
 
 
 class ReferenceValueProvider:
-    def __init__(self, store: Store, clock: Clock) -> None:
+    def __init__(self, store: Store, clock: Clock, namespace: str = NS_REFERENCE_VALUES) -> None:
+        self._ns = namespace
         self._store = store
         self._clock = clock
 
@@ -34,13 +35,13 @@ class ReferenceValueProvider:
         values = parse_message(message, now=self._now())
         for rv in values:
             encoded = json.dumps(rv.to_stored_json(), separators=(",", ":"), allow_nan=False)
-            self._store.set(NS_REFERENCE_VALUES, rv.name, encoded.encode("utf-8"))
+            self._store.set(self._ns, rv.name, encoded.encode("utf-8"))
         ids = [rv.name for rv in values]
         logger.info("registered reference values %s", ids)
         return ids
 
     def _load(self, name: str) -> ReferenceValue | None:
-        raw = self._store.get(NS_REFERENCE_VALUES, name, now=self._clock.now())
+        raw = self._store.get(self._ns, name, now=self._clock.now())
         if raw is None:
             return None
         try:
@@ -76,4 +77,4 @@ class ReferenceValueProvider:
         return rv
 
     def list(self) -> list[str]:
-        return self._store.list(NS_REFERENCE_VALUES, now=self._clock.now())
+        return self._store.list(self._ns, now=self._clock.now())

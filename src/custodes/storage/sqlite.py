@@ -1,7 +1,8 @@
 """SQLite store (the embedded default): one file, WAL journal, synchronous=FULL so that a
 write acknowledged to a client survives a crash or power loss.
 
-Exception: writes to the *volatile* namespaces (by default only the RCAR sessions) commit with
+Exception: writes to the *volatile* namespaces (by default only the RCAR sessions, of every
+tenant: the last path component of the namespace is what counts) commit with
 synchronous=NORMAL, which survives a crash of the process but not of the machine, and costs no
 fsync. A lost session only makes its guest run the handshake again, and three fsyncs per
 handshake were most of the broker's handshake time.
@@ -74,7 +75,7 @@ class SqliteStore:
     ) -> sqlite3.Cursor:
         try:
             with self._lock:
-                if namespace is None or namespace not in self._volatile:
+                if namespace is None or namespace.rsplit("/", 1)[-1] not in self._volatile:
                     return self._db.execute(sql, args)
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 try:

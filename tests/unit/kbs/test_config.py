@@ -230,7 +230,7 @@ def test_unknown_home_directory(tmp_path: Path) -> None:
         _load(tmp_path, '[storage]\npath = "~no-such-user-custodes/x.db"\n')
 
 
-@pytest.mark.parametrize("backend", ["postgres", "memory", "", "SQLite"])
+@pytest.mark.parametrize("backend", ["mysql", "memory", "", "SQLite"])
 def test_unsupported_storage_backend(tmp_path: Path, backend: str) -> None:
     with pytest.raises(ConfigError, match=r"storage\.backend"):
         _load(tmp_path, f'[storage]\nbackend = "{backend}"\n')

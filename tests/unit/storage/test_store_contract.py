@@ -1,4 +1,4 @@
-"""The Store contract, run against every implementation (SQLite and in-memory)."""
+"""The Store contract, run against every implementation (SQLite, in-memory, PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,32 @@ import pytest
 
 from custodes.storage.base import NS_RESOURCES, NS_SESSIONS, Store
 from custodes.storage.memory import MemoryStore
+from custodes.storage.postgres import PostgresStore
 from custodes.storage.sqlite import SqliteStore
+from pg_server import PgServer, running_postgres
 
 NS = NS_RESOURCES
 NOW = 1_700_000_000.0
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PgServer]:
+    """One real PostgreSQL for this module, started only if a postgres case runs."""
+    with running_postgres() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "memory", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "postgres":
+        server: PgServer = request.getfixturevalue("postgres")
+        dsn = server.create_database()  # a fresh database per test
+        pg = PostgresStore(dsn)
+        yield pg
+        pg.close()
+        # Not forced: this also checks that close() left no connection open.
+        server.drop_database(dsn)
+        return
     s: Store = SqliteStore(tmp_path / "store.db") if request.param == "sqlite" else MemoryStore()
     yield s
     s.close()

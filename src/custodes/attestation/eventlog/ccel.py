@@ -410,7 +410,7 @@ def _event_tag(data: bytes) -> EventDetails:
     domain, operation, content = tagged.decode("utf-8").split(" ", 2)
     try:
         parsed: Json = json.loads(content, parse_constant=_no_constant)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting too deep for json
         parsed = content
     return EventDetails(
         string=text,

@@ -38,6 +38,7 @@ from typing import Final
 
 from custodes._internal.b64 import b64std_decode, b64url_decode
 from custodes.attestation.verifiers.azure.errors import EvidenceVersionUnsupported
+from custodes.attestation.verifiers.tpm.evidence import decode_pcr_bank
 from custodes.errors import MalformedEvidence
 from custodes.types.json import JsonObject
 
@@ -51,7 +52,6 @@ MAX_CERT: Final = 16 * 1024
 MAX_TPM_MESSAGE: Final = 4096
 MAX_TPM_SIGNATURE: Final = 512  # RSA-4096
 
-_HEX = re.compile(r"(?:[0-9a-fA-F]{2})*")
 _PEM = re.compile(r"-----BEGIN CERTIFICATE-----\s*([A-Za-z0-9+/=\s]+?)\s*-----END CERTIFICATE-----")
 
 
@@ -69,16 +69,31 @@ def _byte_array(value: object, what: str, max_size: int) -> bytes:
         raise MalformedEvidence(f"{what} is not an array of bytes")
     if len(value) > max_size:
         raise MalformedEvidence(f"{what} is longer than {max_size} bytes")
-    # type() is int: JSON true/false would pass an isinstance check.
-    if not all(type(b) is int and 0 <= b <= 0xFF for b in value):
+    # type() is int: JSON true/false would pass an isinstance check. The types are collected
+    # and the range checked by bytes() in C, not per element in Python.
+    if not set(map(type, value)) <= {int}:
         raise MalformedEvidence(f"{what} is not an array of bytes")
-    return bytes(value)
+    try:
+        return bytes(value)
+    except ValueError:  # an integer outside 0..255
+        raise MalformedEvidence(f"{what} is not an array of bytes") from None
 
 
 def _hex(value: object, what: str, max_size: int) -> bytes:
-    if not isinstance(value, str) or len(value) > 2 * max_size or not _HEX.fullmatch(value):
+    """Hex digits in pairs (either case) and nothing else, at most ``max_size`` bytes.
+
+    ``bytes.fromhex`` refuses every other character except ASCII whitespace; a whitespace
+    character leaves fewer than ``len(value) / 2`` bytes, so the length check refuses it (no
+    regex pass over the text first)."""
+    if not isinstance(value, str) or len(value) > 2 * max_size:
         raise MalformedEvidence(f"{what} is not hex of at most {max_size} bytes")
-    return bytes.fromhex(value)
+    try:
+        decoded = bytes.fromhex(value)
+    except ValueError:
+        decoded = None
+    if decoded is None or 2 * len(decoded) != len(value):
+        raise MalformedEvidence(f"{what} is not hex of at most {max_size} bytes")
+    return decoded
 
 
 def b64url_decode_any_padding(text: str) -> bytes:
@@ -154,7 +169,7 @@ class VtpmQuote:
     pcrs: tuple[bytes, ...]
 
     def __post_init__(self) -> None:
-        if len(self.pcrs) != PCR_COUNT or any(len(p) != PCR_SIZE for p in self.pcrs):
+        if len(self.pcrs) != PCR_COUNT or set(map(len, self.pcrs)) != {PCR_SIZE}:
             raise MalformedEvidence(f"the vTPM quote needs {PCR_COUNT} PCRs of {PCR_SIZE} bytes")
 
     @classmethod
@@ -173,11 +188,14 @@ class VtpmQuote:
                 message=_byte_array(_field(value, "message", where), "message", MAX_TPM_MESSAGE),
                 pcrs=tuple(_byte_array(p, f"PCR {i}", PCR_SIZE) for i, p in enumerate(pcrs)),
             )
-        return cls(
-            signature=_hex(_field(value, "signature", where), "signature", MAX_TPM_SIGNATURE),
-            message=_hex(_field(value, "message", where), "message", MAX_TPM_MESSAGE),
-            pcrs=tuple(_hex(p, f"PCR {i}", PCR_SIZE) for i, p in enumerate(pcrs)),
-        )
+        signature = _hex(_field(value, "signature", where), "signature", MAX_TPM_SIGNATURE)
+        message = _hex(_field(value, "message", where), "message", MAX_TPM_MESSAGE)
+        # The whole bank in one pass when it is well formed; else entry by entry, which names
+        # the bad PCR (and refuses exactly what the one-pass decoder does not accept).
+        bank = decode_pcr_bank(pcrs)
+        if bank is None:
+            bank = tuple(_hex(p, f"PCR {i}", PCR_SIZE) for i, p in enumerate(pcrs))
+        return cls(signature=signature, message=message, pcrs=bank)
 
     def to_json(self, *, version: int) -> JsonObject:
         if version == 0:

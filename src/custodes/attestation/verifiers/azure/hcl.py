@@ -35,6 +35,7 @@ digest there) is kept as sent.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -63,6 +64,7 @@ HASH_TYPE_SHA256: Final = 1
 MAX_HCL_BUFFER: Final = 16 * 1024  # the NV index is 2600 bytes; this only bounds the input
 AK_KID: Final = "HCLAkPub"
 MIN_AK_BITS: Final = 2048
+MAX_CACHED_AKS: Final = 1024  # distinct AK JWKs (one per VM) whose RSA key object is kept
 
 
 class HwReportType(IntEnum):
@@ -85,10 +87,14 @@ def _refuse_constant(name: str) -> Json:
     raise HclReportInvalid(f"runtime data JSON contains {name}")
 
 
-def _b64url_int(jwk: Mapping[str, Json], member: str) -> int:
+def _b64url_member(jwk: Mapping[str, Json], member: str) -> str:
     value = jwk.get(member)
     if not isinstance(value, str) or not value:
         raise HclReportInvalid(f"the HCLAkPub JWK lacks {member!r}")
+    return value
+
+
+def _b64url_int(value: str, member: str) -> int:
     try:
         return int.from_bytes(b64url_decode(value), "big")
     except ValueError as e:
@@ -102,7 +108,14 @@ def _ak_public_key(keys: tuple[JsonObject, ...]) -> rsa.RSAPublicKey:
     jwk = found[0]
     if jwk.get("kty") != "RSA":
         raise HclReportInvalid("the HCLAkPub key is not an RSA JWK")
-    n, e = _b64url_int(jwk, "n"), _b64url_int(jwk, "e")
+    return _rsa_ak(_b64url_member(jwk, "n"), _b64url_member(jwk, "e"))
+
+
+@functools.lru_cache(maxsize=MAX_CACHED_AKS)
+def _rsa_ak(n_b64: str, e_b64: str) -> rsa.RSAPublicKey:
+    """The AK from its JWK members, cached by them: a VM's AK is the same in every report,
+    while the runtime data around it (``user-data``) changes. Refusals are not cached."""
+    n, e = _b64url_int(n_b64, "n"), _b64url_int(e_b64, "e")
     try:
         key = rsa.RSAPublicNumbers(e, n).public_key()
     except ValueError as err:

@@ -29,11 +29,18 @@ signs the vTPM quote; the quote carries the session's binding digest and the PCR
    (standard **base64**, as upstream, unlike the ``snp`` TEE's hex), then the vTPM's ``tpm``,
    ``report_data`` (hex of the quote nonce) and ``init_data`` (hex of PCR 8), as upstream's
    ``default_cpu`` az-snp-vtpm rules read them.
+
+**Caches** (a chip's VCEK and a VM's AK do not change between reports; every step still runs
+on every call): the ``snp`` chain cache (verified VEK per DER, validity windows re-checked
+against the clock), the VCEK's ``VekInfo`` per verified VEK (:data:`MAX_CACHED_VEK_INFOS`), and
+the AK's RSA key per JWK (``hcl.py``). Reports, runtime data and quotes are never cached.
 """
 
 from __future__ import annotations
 
 import hmac
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Final
@@ -83,6 +90,7 @@ from custodes.types.json import JsonObject
 from custodes.types.tee import Tee
 
 HCL_VMPL: Final = 0
+MAX_CACHED_VEK_INFOS: Final = 1024
 
 # snp_claims names that upstream's az-snp-vtpm verifier reports, as strings.
 _STRING_CLAIMS: Final = (
@@ -154,6 +162,12 @@ class AzSnpVtpmVerifier:
         """``roots`` replaces the pinned AMD roots (tests with a synthetic PKI only)."""
         self._config = config or AzureVerifierConfig()
         self._chains = ChainVerifier(pinned_roots() if roots is None else roots)
+        # VekInfo per verified VEK, as the snp verifier keeps it: keyed by the identity of the
+        # VerifiedVek that the chain cache returns for the same DER (the entry holds it, so its
+        # id cannot be reused while the entry lives). The chain check, with its validity
+        # windows against the clock, still runs on every call.
+        self._infos: OrderedDict[int, tuple[VerifiedVek, VekInfo]] = OrderedDict()
+        self._infos_lock = threading.Lock()
 
     def verify(self, request: VerificationRequest) -> list[VerifiedClaims]:
         if request.tee is not Tee.AZ_SNP_VTPM:
@@ -193,10 +207,22 @@ class AzSnpVtpmVerifier:
         vek = self._chains.verify(
             vcek_der, SigningKey.VCEK, generation, now=self._config.clock.now()
         )
-        info = VekInfo.from_certificate(vek.certificate)  # (2e)
+        info = self._vek_info(vek)  # (2e)
         _check_hwid(info, report, generation)
         check_tcb(info, report, generation)
         _check_signature(report, vek)  # (2f)
+
+    def _vek_info(self, vek: VerifiedVek) -> VekInfo:
+        with self._infos_lock:
+            cached = self._infos.get(id(vek))
+        if cached is not None and cached[0] is vek:
+            return cached[1]
+        info = VekInfo.from_certificate(vek.certificate)
+        with self._infos_lock:
+            self._infos[id(vek)] = (vek, info)
+            while len(self._infos) > MAX_CACHED_VEK_INFOS:
+                self._infos.popitem(last=False)
+        return info
 
     def _generation(self, report: SnpReport, vcek_der: bytes) -> Generation:
         generation = report.generation

@@ -42,6 +42,7 @@ from custodes.attestation.verifiers.tpm.verifier import (
     check_header,
     check_init_data,
     check_pcrs,
+    pcr_claims,
 )
 from custodes.types.json import JsonObject
 
@@ -86,7 +87,7 @@ def check_user_data(runtime: RuntimeData, report_data: bytes) -> None:
 def vtpm_claims(quote: VtpmQuote, attest: TpmsAttest, selected: tuple[int, ...]) -> JsonObject:
     """Upstream's vTPM claims, for the quoted PCRs only (the others are not signed)."""
     claims: JsonObject = {
-        "tpm": {f"pcr{i:02d}": quote.pcrs[i].hex() for i in selected},
+        "tpm": pcr_claims(quote.pcrs, selected),
         "report_data": attest.extra_data.hex(),
     }
     if INIT_DATA_PCR in selected:

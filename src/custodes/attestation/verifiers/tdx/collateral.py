@@ -214,9 +214,7 @@ def _static_facts(collateral: Collateral) -> _StaticFacts:
     pck_crl_chain = chains[0]
     for what, issuer in (("PCK CRL", pck_crl_chain[0]), ("Root CA CRL", pck_crl_chain[-1])):
         key = issuer.public_key()
-        if not isinstance(key, ec.EllipticCurvePublicKey) or not crls[what].is_signature_valid(
-            key
-        ):
+        if not isinstance(key, ec.EllipticCurvePublicKey) or not crls[what].is_signature_valid(key):
             failure = f"{what} is not signed by its issuer"
             break
     return _StaticFacts(max(starts), min(ends), failure)

@@ -32,7 +32,7 @@ class TdxEvidence:
         if isinstance(evidence, str | bytes):
             try:
                 evidence = json.loads(evidence)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nesting too deep
                 raise MalformedEvidence("TDX evidence is not JSON") from None
         if not isinstance(evidence, Mapping):
             raise MalformedEvidence("TDX evidence must be a JSON object")

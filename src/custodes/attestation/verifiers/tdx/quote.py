@@ -49,6 +49,10 @@ MAX_TRAILING_ZERO_PADDING: Final = 16 * 1024
 MAX_QUOTE_SIZE: Final = 64 * 1024  # a quote with its PCK chain is about 5 KB
 
 _BODY_SIZES: Final = {BODY_TYPE_TDX10: TDX10_BODY_SIZE, BODY_TYPE_TDX15: TDX15_BODY_SIZE}
+# TEE_TCB_SVN, MRSEAM, MRSIGNERSEAM, SEAMATTRIBUTES, TDATTRIBUTES, XFAM, MRTD, MRCONFIGID,
+# MROWNER, MROWNERCONFIG, RTMR0..3, REPORTDATA; TDX 1.5 adds TEE_TCB_SVN2 and MRSERVICETD.
+_TDX10_BODY: Final = struct.Struct("<16s48s48s8s8s8s48s48s48s48s48s48s48s48s64s")
+_TDX15_BODY: Final = struct.Struct(_TDX10_BODY.format + "16s48s")
 
 
 class _Cursor:
@@ -176,43 +180,24 @@ class TdReportBody:
     def from_bytes(cls, data: bytes) -> TdReportBody:
         if len(data) not in (TDX10_BODY_SIZE, TDX15_BODY_SIZE):
             raise MalformedEvidence("TD report body must be 584 or 648 bytes")
-        c = _Cursor(data)
-
-        def take(n: int, what: str) -> bytes:
-            return c.take(n, what)
-
-        tcb_svn, mr_seam, mrsigner_seam = (
-            take(16, "TEE_TCB_SVN"),
-            take(48, "MRSEAM"),
-            take(48, "MRSIGNERSEAM"),
-        )
-        seam_attributes, td_attributes, xfam = (
-            take(8, "SEAMATTRIBUTES"),
-            take(8, "TDATTRIBUTES"),
-            take(8, "XFAM"),
-        )
-        mr_td, mr_config_id = take(48, "MRTD"), take(48, "MRCONFIGID")
-        mr_owner, mr_owner_config = take(48, "MROWNER"), take(48, "MROWNERCONFIG")
-        rtmrs = (take(48, "RTMR0"), take(48, "RTMR1"), take(48, "RTMR2"), take(48, "RTMR3"))
-        report_data = take(64, "REPORTDATA")
-        svn2 = servicetd = None
-        if len(data) == TDX15_BODY_SIZE:
-            svn2, servicetd = take(16, "TEE_TCB_SVN2"), take(48, "MRSERVICETD")
+        # The length is exact, so one fixed layout unpack cannot run short.
+        layout = _TDX10_BODY if len(data) == TDX10_BODY_SIZE else _TDX15_BODY
+        fields = layout.unpack(data)
         return cls(
-            tcb_svn=tcb_svn,
-            mr_seam=mr_seam,
-            mrsigner_seam=mrsigner_seam,
-            seam_attributes=seam_attributes,
-            td_attributes=td_attributes,
-            xfam=xfam,
-            mr_td=mr_td,
-            mr_config_id=mr_config_id,
-            mr_owner=mr_owner,
-            mr_owner_config=mr_owner_config,
-            rtmrs=rtmrs,
-            report_data=report_data,
-            tee_tcb_svn2=svn2,
-            mr_servicetd=servicetd,
+            tcb_svn=fields[0],
+            mr_seam=fields[1],
+            mrsigner_seam=fields[2],
+            seam_attributes=fields[3],
+            td_attributes=fields[4],
+            xfam=fields[5],
+            mr_td=fields[6],
+            mr_config_id=fields[7],
+            mr_owner=fields[8],
+            mr_owner_config=fields[9],
+            rtmrs=(fields[10], fields[11], fields[12], fields[13]),
+            report_data=fields[14],
+            tee_tcb_svn2=fields[15] if len(fields) > 15 else None,
+            mr_servicetd=fields[16] if len(fields) > 15 else None,
         )
 
     @property

@@ -10,8 +10,10 @@ verification steps of :mod:`.verifier`.
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
+from typing import Any, Final
 
 from custodes.errors import MalformedEvidence
 
@@ -50,6 +52,11 @@ _MAX_RSA_KEY_BYTES = 512
 _MAX_ECC_KEY_BYTES = 66  # P-521
 _MAX_PCR_BANKS = 16  # HASH_COUNT is far lower on real TPMs; this only caps the loop
 _PCR_SELECT_MAX = 32  # 256 PCRs; TPMs implement 24
+_MAX_CACHED_SELECTIONS: Final = 256  # distinct PCR bitmaps whose index tuples are kept
+
+_ATTEST_HEAD: Final = struct.Struct(">IH")  # magic, type
+_ATTEST_CLOCK: Final = struct.Struct(">QIIBQ")  # clockInfo (clock, resets, restarts, safe), fw
+_PCR_BANK_HEAD: Final = struct.Struct(">HB")  # hash, sizeofSelect
 
 
 class _Reader:
@@ -70,9 +77,6 @@ class _Reader:
         self._offset = end
         return chunk
 
-    def u8(self) -> int:
-        return self.take(1)[0]
-
     def u16(self) -> int:
         value: int = struct.unpack(">H", self.take(2))[0]
         return value
@@ -81,15 +85,24 @@ class _Reader:
         value: int = struct.unpack(">I", self.take(4))[0]
         return value
 
-    def u64(self) -> int:
-        value: int = struct.unpack(">Q", self.take(8))[0]
-        return value
+    def unpack(self, layout: struct.Struct) -> tuple[Any, ...]:
+        """Several fixed-size fields at once (one bounds check)."""
+        return layout.unpack(self.take(layout.size))
 
     def tpm2b(self, max_size: int, field: str) -> bytes:
-        size = self.u16()
+        # u16() then take(), inlined: a quote has four of these on the verifier's hot path.
+        data, offset = self._data, self._offset
+        start = offset + 2
+        if start > len(data):
+            raise MalformedEvidence(f"{self._what}: truncated at byte {offset}")
+        size = data[offset] << 8 | data[offset + 1]
         if size > max_size:
             raise MalformedEvidence(f"{self._what}: {field} size {size} exceeds {max_size}")
-        return self.take(size)
+        end = start + size
+        if end > len(data):
+            raise MalformedEvidence(f"{self._what}: truncated at byte {start}")
+        self._offset = end
+        return data[start:end]
 
     def rest(self) -> bytes:
         return self.take(len(self._data) - self._offset)
@@ -110,9 +123,13 @@ class TpmsPcrSelection:
     @property
     def indices(self) -> tuple[int, ...]:
         """Selected PCR indices in ascending order (bit ``i`` of byte ``j`` is PCR ``8j+i``)."""
-        return tuple(
-            8 * j + i for j, octet in enumerate(self.select) for i in range(8) if octet >> i & 1
-        )
+        return _selected_indices(self.select)
+
+
+@functools.lru_cache(maxsize=_MAX_CACHED_SELECTIONS)
+def _selected_indices(select: bytes) -> tuple[int, ...]:
+    # Cached: a verifier sees the same few bitmaps (at most 32 bytes each) again and again.
+    return tuple(8 * j + i for j, octet in enumerate(select) for i in range(8) if octet >> i & 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,8 +152,7 @@ class TpmlPcrSelection:
             raise MalformedEvidence(f"TPML_PCR_SELECTION: {count} banks")
         selections = []
         for _ in range(count):
-            hash_alg = reader.u16()
-            size = reader.u8()
+            hash_alg, size = reader.unpack(_PCR_BANK_HEAD)
             if size > _PCR_SELECT_MAX:
                 raise MalformedEvidence(f"TPML_PCR_SELECTION: sizeofSelect {size}")
             selections.append(TpmsPcrSelection(hash_alg, reader.take(size)))
@@ -181,19 +197,12 @@ class TpmsAttest:
     @classmethod
     def from_bytes(cls, data: bytes) -> TpmsAttest:
         reader = _Reader(data, "TPMS_ATTEST")
-        magic = reader.u32()
-        attest_type = reader.u16()
+        magic, attest_type = reader.unpack(_ATTEST_HEAD)
         qualified_signer = reader.tpm2b(_MAX_HA, "qualifiedSigner")
         extra_data = reader.tpm2b(_MAX_HA, "extraData")
-        clock, reset_count, restart_count, safe = (
-            reader.u64(),
-            reader.u32(),
-            reader.u32(),
-            reader.u8(),
-        )
+        clock, reset_count, restart_count, safe, firmware_version = reader.unpack(_ATTEST_CLOCK)
         if safe not in (0, 1):
             raise MalformedEvidence(f"TPMS_ATTEST: clockInfo.safe is {safe}, not a TPMI_YES_NO")
-        firmware_version = reader.u64()
         quote: TpmsQuoteInfo | None = None
         other = b""
         if attest_type == TPM_ST_ATTEST_QUOTE:

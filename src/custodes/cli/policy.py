@@ -1,0 +1,1034 @@
+"""`custodes policy test`: try a candidate policy on recorded input before activating it.
+
+Nothing is activated and nothing is sent anywhere: the candidate Rego file is evaluated here,
+with the broker's own engine, on one of
+
+* ``--evidence FILE --tee TEE``: evidence as the guest sent it, verified offline with the
+  broker's verifier (the helpers of ``custodes evidence verify``), then turned into annotated
+  evidence exactly as the Attestation Service does;
+* ``--attestation AUDIT.jsonl:SEQ``: an ``attestation`` entry of an exported audit stream,
+  whose recorded annotated evidence is replayed (and, with ``--audit-key``, whose chain and
+  signature are checked first); the broker's recorded status is compared with the candidate's;
+* ``--claims FILE``: for ``--kind attestation`` annotated evidence (or an EAR token, JWT or
+  JSON payload, whose appraisals' annotated evidence is replayed); for ``--kind resource`` the
+  claims of an EAR token, the input of a resource policy.
+
+Reference values come from ``--reference-values`` (a JSON object ``{id: value}``); an id the
+file does not have reads as null, as the broker's ``query_reference_value`` answers for an
+unknown id.
+
+Exit codes: 0 the candidate affirms (attestation) or allows (resource); 3 it refuses (an
+appraisal that is not ``affirming``, or ``allow`` not true); 1 an error (unreadable input,
+a policy that does not compile, evidence that does not verify); 2 the command line is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import logging
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Final
+
+from custodes._internal.b64 import b64url_decode
+from custodes._internal.clock import Clock, FrozenClock, SystemClock
+from custodes.attestation.ear import (
+    Ar4siStatus,
+    appraisal_status,
+    tier_of,
+    validate_trust_claims,
+    worst_status,
+)
+from custodes.attestation.initdata import MAX_INITDATA_BYTES, InitData
+
+# The broker's own check of a policy's ``extensions`` (private there; reused, not copied, so
+# that a candidate is held to exactly the broker's rules).
+from custodes.attestation.service import _extensions, annotated_evidence
+from custodes.attestation.verifiers.base import VerificationRequest
+from custodes.audit.errors import AuditChainError
+from custodes.audit.log import (
+    MAX_LINE_BYTES,
+    MAX_SEQ,
+    AuditEntry,
+    AuditKind,
+    load_public_keys,
+    verify_jsonl,
+)
+from custodes.cli._common import resource_arg
+from custodes.cli.evidence import (
+    COLLATERAL_TEES,
+    INSECURE_NOTE,
+    MAX_EVIDENCE_BYTES,
+    MAX_JWK_BYTES,
+    SUPPORTED_TEES,
+    binding_digest,
+    build_verifier,
+    describe_failure,
+    parse_time,
+    rfc3339,
+)
+from custodes.errors import (
+    ConfigError,
+    CustodesError,
+    EvidenceError,
+    MalformedEvidence,
+    PolicyError,
+    ReferenceValueError,
+)
+from custodes.policy.engine import MAX_POLICY_BYTES, UNDEFINED, RegoEngine
+from custodes.policy.explain import FailedCondition, explain
+from custodes.protocol.appraisal import appraisal_summary
+from custodes.protocol.binding import (
+    DEFAULT_HASH_ALGORITHM,
+    HashAlgorithm,
+    runtime_data_object,
+)
+from custodes.protocol.messages import RuntimeData
+from custodes.protocol.resource import ResourcePath
+from custodes.rvps.messages import check_reference_value_id
+from custodes.types.json import Json, JsonObject
+from custodes.types.tee import Tee
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK: Final = 0
+EXIT_ERROR: Final = 1
+EXIT_REFUSED: Final = 3
+KINDS: Final = ("attestation", "resource")
+MAX_CLAIMS_BYTES: Final = 16 * 1024 * 1024
+MAX_REFERENCE_VALUES_BYTES: Final = 16 * 1024 * 1024
+_TRUST_CLAIMS: Final = "data.policy.trust_claims"
+_EXTENSIONS: Final = "data.policy.extensions"
+_ALLOW: Final = "data.policy.allow"
+_STATUS: Final = "ear.status"
+_VECTOR: Final = "ear.trustworthiness-vector"
+_EVIDENCE: Final = "ear.veraison.annotated-evidence"
+_TEXT_VALUE_CHARS: Final = 160
+
+# AR4SI (draft-ietf-rats-ar4si) meanings of the trust-claim values, in our own words. Values
+# without an entry are implementation-specific; their tier still says what they mean.
+_COMMON_MEANINGS: Final[dict[int, str]] = {
+    0: "no claim made",
+    1: "verifier malfunction",
+    -1: "unexpected evidence, not parsed",
+    99: "cryptographic validation of the evidence failed",
+}
+AR4SI_MEANINGS: Final[dict[str, dict[int, str]]] = {
+    "instance-identity": {
+        2: "trustworthy instance",
+        96: "untrustworthy instance (known but compromised)",
+        97: "unrecognized instance",
+    },
+    "configuration": {
+        2: "approved configuration",
+        3: "no known vulnerabilities in the configuration",
+        32: "unsafe configuration (known vulnerabilities)",
+        36: "configuration elements unavailable to the verifier",
+        96: "unsupportable configuration",
+    },
+    "executables": {
+        2: "approved runtime (only approved executables, before and after boot)",
+        3: "approved boot (only approved executables were loaded)",
+        32: "unsafe runtime (known vulnerabilities)",
+        33: "unrecognized runtime (executables not recognised)",
+        96: "contraindicated runtime",
+    },
+    "file-system": {
+        2: "approved file system",
+        32: "unrecognized file system",
+        96: "contraindicated file system",
+    },
+    "hardware": {
+        2: "genuine hardware",
+        32: "unsafe hardware (known vulnerabilities)",
+        96: "contraindicated hardware",
+        97: "unrecognized hardware (not genuine, or not recognised)",
+    },
+    "runtime-opaque": {
+        2: "encrypted memory",
+        32: "isolated memory",
+        96: "memory visible to others",
+    },
+    "storage-opaque": {
+        2: "secrets encrypted with hardware keys",
+        32: "secrets encrypted with software keys",
+        96: "secrets unencrypted",
+    },
+    "sourced-data": {
+        2: "trusted data sources",
+        32: "untrusted data sources",
+        96: "contraindicated data sources",
+    },
+}
+
+EPILOG = """\
+input (exactly one):
+  --evidence FILE --tee TEE        evidence as the guest sent it (primary_evidence), verified
+                                   offline first; binding: --report-data HEX, or --nonce N
+                                   --tee-pubkey JWK (also gives the policy runtime_data_claims)
+  --attestation AUDIT.jsonl:SEQ    an "attestation" entry of an exported audit stream
+                                   (custodes admin audit export); --audit-key PEM checks the
+                                   chain and signature first
+  --claims FILE                    attestation kind: annotated evidence, or an EAR token (JWT
+                                   text or JSON payload); resource kind: EAR token claims
+
+reference values: --reference-values RV.json, a JSON object {id: value}; any other id reads as
+null, as at the broker. Nothing is activated, nothing is sent: no broker, no network.
+
+exit codes: 0 the candidate affirms / allows; 3 it refuses (not affirming / not allowed);
+1 error (unreadable input, policy does not compile, evidence does not verify); 2 usage.
+
+examples:
+  custodes policy test --policy candidate.rego --evidence ev.json --tee snp \\
+      --report-data 7e73... --reference-values rv.json --at 2026-01-01T00:00:00Z
+  custodes policy test --policy candidate.rego --attestation audit.jsonl:41 \\
+      --reference-values rv.json --audit-key audit.pem
+  custodes policy test --kind resource --policy resource.rego --claims token.jwt \\
+      --resource default/key/db-password
+"""
+
+_EVIDENCE_OPTIONS: Final = (
+    "tee",
+    "report_data",
+    "nonce",
+    "tee_pubkey",
+    "additional_evidence",
+    "hash",
+    "init_data",
+    "collateral",
+    "vcek_store",
+    "at",
+)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "policy",
+        help="test a candidate policy against recorded evidence or attestations",
+        description="Work with policies offline, before they are activated.",
+    )
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    t = actions.add_parser(
+        "test",
+        help="evaluate a candidate policy on recorded evidence, an attestation or claims",
+        description=(
+            "Evaluate the candidate policy (--policy) on recorded input and print the decision and "
+            "why (the trust vector with its AR4SI meanings, the failed conditions, the "
+            "reference values consulted). Activates nothing and contacts nothing."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    t.add_argument("--policy", required=True, type=Path, metavar="P.rego", help="the candidate")
+    t.add_argument(
+        "--kind",
+        choices=KINDS,
+        default="attestation",
+        help="attestation policy (trust_claims) or resource policy (allow); default attestation",
+    )
+    source = t.add_mutually_exclusive_group()
+    source.add_argument("--evidence", metavar="FILE", help="evidence JSON ('-' for stdin)")
+    source.add_argument(
+        "--attestation",
+        type=entry_ref,
+        metavar="AUDIT.jsonl:SEQ",
+        help="an attestation entry of an audit export",
+    )
+    source.add_argument("--claims", metavar="FILE", help="claims JSON or an EAR token (JWT)")
+    t.add_argument(
+        "--reference-values", type=Path, metavar="RV.json", help="reference values {id: value}"
+    )
+    t.add_argument(
+        "--resource",
+        type=resource_arg,
+        metavar="REPO/TYPE/TAG",
+        help="resource kind: the resource requested (data.resource-path)",
+    )
+    t.add_argument(
+        "--audit-key",
+        type=Path,
+        metavar="PEM",
+        help="with --attestation: the broker's audit public key; the export is verified first",
+    )
+    t.add_argument("--json", action="store_true", help="print the result as JSON")
+    e = t.add_argument_group("with --evidence (as custodes evidence verify)")
+    e.add_argument("--tee", choices=[tee.value for tee in SUPPORTED_TEES], help="the TEE type")
+    e.add_argument("--report-data", metavar="HEX", type=_hex_bytes, help="binding digest, hex")
+    e.add_argument("--nonce", metavar="N", help="the challenge nonce, verbatim")
+    e.add_argument("--tee-pubkey", metavar="JWK", help="the tee-pubkey JWK: a file or JSON text")
+    e.add_argument("--additional-evidence", metavar="S", help="additional_evidence as sent")
+    e.add_argument(
+        "--hash",
+        choices=[a.value for a in HashAlgorithm],
+        help=f"hash of the binding (default: {DEFAULT_HASH_ALGORITHM.value})",
+    )
+    e.add_argument("--init-data", type=Path, metavar="F", help="the init-data TOML sent")
+    e.add_argument("--collateral", type=Path, metavar="P", help="DCAP collateral (tdx)")
+    e.add_argument("--vcek-store", type=Path, metavar="DIR", help="offline VCEK store (snp)")
+    e.add_argument("--at", type=_timestamp, metavar="TIME", help="verify as of TIME")
+    t.set_defaults(func=_test, usage_error=t.error)
+
+
+# --- argument types ----------------------------------------------------------------------
+
+
+def _hex_bytes(text: str) -> bytes:
+    cleaned = text.removeprefix("0x")
+    try:
+        value = bytes.fromhex(cleaned)
+    except ValueError:
+        value = b""
+    if not value or len(cleaned) != 2 * len(value):
+        raise argparse.ArgumentTypeError("expected a non-empty, even-length hex string")
+    return value
+
+
+def _timestamp(text: str) -> float:
+    try:
+        return parse_time(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
+
+
+def _check_usage(args: argparse.Namespace) -> None:
+    fail: Callable[[str], None] = args.usage_error
+    sources = [s for s in ("evidence", "attestation", "claims") if getattr(args, s) is not None]
+    if not sources:
+        if args.kind == "resource":
+            fail("give the token claims to test the resource policy on: --claims FILE")
+        fail(
+            "give what to test the policy on: --evidence FILE --tee TEE, "
+            "--attestation AUDIT.jsonl:SEQ, or --claims FILE"
+        )
+    given = [name for name in _EVIDENCE_OPTIONS if getattr(args, name) is not None]
+    if args.evidence is None and given:
+        options = ", ".join("--" + name.replace("_", "-") for name in given)
+        fail(f"{options}: only with --evidence")
+    if args.audit_key is not None and args.attestation is None:
+        fail("--audit-key: only with --attestation")
+    if args.kind == "resource":
+        if args.claims is None:
+            fail("--kind resource tests a resource policy on token claims: use --claims FILE")
+        if args.resource is None:
+            fail("--kind resource needs the resource requested: --resource REPO/TYPE/TAG")
+        if args.reference_values is not None:
+            fail("--reference-values: only with --kind attestation (resource policies read none)")
+    elif args.resource is not None:
+        fail("--resource: only with --kind resource")
+    if args.evidence is not None:
+        _check_evidence_usage(args, fail)
+
+
+def _check_evidence_usage(args: argparse.Namespace, fail: Callable[[str], None]) -> None:
+    if args.tee is None:
+        fail("--evidence needs --tee TEE")
+    tee = Tee(args.tee)
+    derived = args.nonce is not None or args.tee_pubkey is not None
+    if args.report_data is not None and derived:
+        fail("give either --report-data or --nonce/--tee-pubkey, not both")
+    if args.report_data is None:
+        if not derived:
+            fail("the binding is required: give --report-data HEX, or --nonce and --tee-pubkey")
+        if args.nonce is None or args.tee_pubkey is None:
+            fail("--nonce and --tee-pubkey go together")
+    elif args.additional_evidence is not None or args.hash is not None:
+        fail("--additional-evidence and --hash apply to --nonce/--tee-pubkey only")
+    if args.collateral is not None and tee not in COLLATERAL_TEES:
+        fail("--collateral applies to tdx and az-tdx-vtpm only")
+    if tee in COLLATERAL_TEES and args.collateral is None:
+        fail(f"{tee} evidence needs DCAP collateral: pass --collateral FILE (no PCS/PCCS here)")
+    if args.vcek_store is not None and tee is not Tee.SNP:
+        fail("--vcek-store applies to snp only")
+
+
+# --- reading inputs ----------------------------------------------------------------------
+
+
+def _read(path: str | Path, limit: int, what: str, *, allow_stdin: bool = False) -> bytes:
+    try:
+        if str(path) == "-" and allow_stdin:
+            data = sys.stdin.buffer.read(limit + 1)
+        else:
+            with open(path, "rb") as f:
+                data = f.read(limit + 1)
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} {path}: {e.strerror or e}") from e
+    if len(data) > limit:
+        raise ConfigError(f"{what} {path} is larger than {limit} bytes")
+    return data
+
+
+def _json(raw: bytes, what: str) -> Json:
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+        raise ConfigError(f"{what} is not JSON: {e}") from e
+
+
+def read_policy(path: Path) -> str:
+    """The candidate's text, compiled once so that a bad policy fails with the compiler's
+    message before anything else is read."""
+    raw = _read(path, MAX_POLICY_BYTES, "policy file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"policy file {path} is not UTF-8") from e
+    try:
+        RegoEngine.check(text)
+    except PolicyError as e:
+        raise PolicyError(f"candidate policy {path}: {e}") from e
+    return text
+
+
+def read_reference_values(path: Path | None) -> dict[str, Json]:
+    """``{id: value}`` from a JSON file (no file: no reference values at all)."""
+    if path is None:
+        return {}
+    obj = _json(
+        _read(path, MAX_REFERENCE_VALUES_BYTES, "reference values file"),
+        f"reference values file {path}",
+    )
+    if not isinstance(obj, dict):
+        raise ConfigError(f"reference values file {path} must be a JSON object {{id: value}}")
+    for name in obj:
+        try:
+            check_reference_value_id(name)
+        except ReferenceValueError as e:
+            raise ConfigError(f"reference values file {path}: {e}") from e
+    return obj
+
+
+def decode_token_or_json(raw: bytes, what: str) -> JsonObject:
+    """A JSON object, or the payload of a compact JWS (its signature is NOT checked)."""
+    text = raw.decode("utf-8", errors="replace").strip()
+    if not text.startswith("{") and text.count(".") == 2:
+        try:
+            payload = b64url_decode(text.split(".")[1])
+        except ValueError as e:
+            raise ConfigError(f"{what} is not JSON, nor a JWT with a base64url payload") from e
+        obj = _json(payload, f"the payload of the token in {what}")
+    else:
+        obj = _json(raw, what)
+    if not isinstance(obj, dict):
+        raise ConfigError(f"{what} must be a JSON object")
+    return obj
+
+
+def _tee_pubkey(value: str) -> Json:
+    text: str | bytes = value
+    if not value.lstrip().startswith("{"):
+        text = _read(value, MAX_JWK_BYTES, "TEE public key file")
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise ConfigError(f"--tee-pubkey is not JSON: {e}") from e
+
+
+# --- appraising one piece of annotated evidence --------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Appraisal:
+    """The candidate's appraisal of one submodule (``cpu0``, ...)."""
+
+    status: Ar4siStatus
+    vector: dict[str, int]
+    extensions: dict[str, Json]
+    # Trust claim (not affirming) -> the conditions that failed for it.
+    failed: dict[str, list[FailedCondition]]
+    # Every reference value the policy asked for, in order, with the value it got.
+    consulted: dict[str, Json]
+    trace_error: str | None = None
+
+
+def appraise(policy: str, annotated: JsonObject, reference_values: Mapping[str, Json]) -> Appraisal:
+    """Evaluate ``policy`` as the Attestation Service does (trust_claims and extensions; the
+    status is the worst tier of the vector) and explain each claim that is not affirming."""
+    consulted: dict[str, Json] = {}
+
+    def query(name: Json) -> Json:
+        # As the broker's RVPS: null for an invalid or unknown id.
+        if not isinstance(name, str):
+            return None
+        try:
+            check_reference_value_id(name)
+        except ReferenceValueError:
+            value = None
+        else:
+            value = copy.deepcopy(reference_values.get(name))
+        consulted.setdefault(name, value)
+        return value
+
+    builtins = {"query_reference_value": (1, query)}
+    results = RegoEngine.evaluate_rules(
+        policy, (_TRUST_CLAIMS, _EXTENSIONS), input=annotated, builtins=builtins
+    )
+    if results[_TRUST_CLAIMS] is UNDEFINED:
+        raise PolicyError("the candidate policy does not define trust_claims")
+    vector = validate_trust_claims(results[_TRUST_CLAIMS])
+    extensions = _extensions(results[_EXTENSIONS])
+    status = appraisal_status(vector)
+    weak = [
+        name
+        for name, value in vector.items()
+        if tier_of(value) not in (Ar4siStatus.AFFIRMING, Ar4siStatus.NONE)
+    ]
+    failed: dict[str, list[FailedCondition]] = {name: [] for name in weak}
+    trace_error = None
+    if weak:
+        try:
+            conditions = explain(
+                policy,
+                [name.replace("-", "_") for name in weak],
+                input=annotated,
+                builtins={"query_reference_value": (1, query)},
+            )
+        except Exception as e:  # the trace is an aid; its failure must not hide the decision
+            logger.debug("explain failed", exc_info=True)
+            trace_error = f"{type(e).__name__}: {e}"
+        else:
+            for name in weak:
+                rule = name.replace("-", "_")
+                failed[name] = [c for c in conditions if c.rule == rule]
+    return Appraisal(status, vector, extensions, failed, consulted, trace_error)
+
+
+# --- the sources of annotated evidence ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What the broker decided for the replayed input (an audit entry or a token)."""
+
+    status: str | None
+    vectors: dict[str, Json]
+    details: JsonObject = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    description: str
+    annotated: dict[str, JsonObject]
+    recorded: Recorded | None = None
+    notes: tuple[str, ...] = ()
+
+
+def _init_data(path: Path) -> InitData:
+    raw = _read(path, MAX_INITDATA_BYTES, "init-data file")
+    try:
+        return InitData.parse(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"init-data file {path} is not UTF-8") from e
+    except CustodesError as e:
+        raise ConfigError(f"init-data file {path}: {e}") from e
+
+
+def _from_evidence(args: argparse.Namespace) -> Source:
+    tee = Tee(args.tee)
+    notes: list[str] = []
+    if tee.insecure:
+        print(INSECURE_NOTE, file=sys.stderr)
+    report_data = binding_digest(args)
+    runtime_claims: JsonObject = {}
+    if args.nonce is not None:
+        runtime = RuntimeData.from_json(
+            {"nonce": args.nonce, "tee-pubkey": _tee_pubkey(args.tee_pubkey)}, allow_rsa1_5=True
+        )
+        runtime_claims = runtime_data_object(
+            runtime.nonce, runtime.tee_pubkey.jwk, args.additional_evidence or ""
+        )
+    else:
+        notes.append(
+            "runtime_data_claims are empty: with --report-data the nonce and TEE key are not "
+            "known (pass --nonce and --tee-pubkey to give them to the policy)"
+        )
+    if args.additional_evidence:
+        notes.append(
+            "the broker refuses attestations with additional_evidence (device evidence) for "
+            "now; only the CPU evidence is appraised here"
+        )
+    init_data = None if args.init_data is None else _init_data(args.init_data)
+    clock: Clock = FrozenClock(args.at) if args.at is not None else SystemClock()
+    verifier = build_verifier(tee, clock, collateral=args.collateral, vcek_store=args.vcek_store)
+    raw = _read(args.evidence, MAX_EVIDENCE_BYTES, "evidence file", allow_stdin=True)
+    try:
+        evidence = json.loads(raw)
+    except (ValueError, RecursionError) as e:
+        raise MalformedEvidence(f"{args.evidence} is not JSON: {e}") from e
+    verified = verifier.verify(
+        VerificationRequest(
+            tee=tee,
+            evidence=evidence,
+            report_data=report_data,
+            init_data_digest=None if init_data is None else init_data.digest,
+        )
+    )
+    if not verified:
+        raise EvidenceError(f"the {tee} verifier returned no claims")
+    init_claims = None if init_data is None else init_data.claims()
+    annotated: dict[str, JsonObject] = {}
+    counts: dict[str, int] = {}
+    for item in verified:
+        index = counts.get(item.tee_class, 0)
+        counts[item.tee_class] = index + 1
+        annotated[f"{item.tee_class}{index}"] = annotated_evidence(
+            tee, item.claims, init_data_claims=init_claims, runtime_data_claims=runtime_claims
+        )
+    description = f"{tee} evidence {args.evidence}, verified offline as of {rfc3339(clock.now())}"
+    return Source(description, annotated, None, tuple(notes))
+
+
+def entry_ref(text: str) -> tuple[Path, int]:
+    """``AUDIT.jsonl:SEQ`` as (path, seq); argparse ``type=`` (a usage error otherwise)."""
+    path, sep, seq = text.rpartition(":")
+    if not sep or not path or not seq.isascii() or not seq.isdigit() or int(seq) > MAX_SEQ:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected AUDIT.jsonl:SEQ (the export, a colon, an entry's seq)"
+        )
+    return Path(path), int(seq)
+
+
+def find_entry(path: Path, seq: int) -> AuditEntry:
+    """Entry ``seq`` of an audit export (JSON Lines); ``ConfigError`` when absent or twice."""
+    found: AuditEntry | None = None
+    unreadable = 0
+    try:
+        with path.open("rb") as fp:
+            number = 0
+            while line := fp.readline(MAX_LINE_BYTES + 1):
+                number += 1
+                if len(line) > MAX_LINE_BYTES:
+                    raise ConfigError(f"{path}: line {number} is longer than {MAX_LINE_BYTES}")
+                if not line.strip():
+                    continue
+                try:
+                    entry = AuditEntry.from_bytes(line.rstrip(b"\r\n"), seq_hint=number - 1)
+                except AuditChainError:
+                    unreadable += 1
+                    continue
+                if entry.seq != seq:
+                    continue
+                if found is not None:
+                    raise ConfigError(
+                        f"{path} has two entries {seq} (several streams?); export one stream"
+                    )
+                found = entry
+    except OSError as e:
+        raise ConfigError(f"cannot read audit export {path}: {e.strerror or e}") from e
+    if found is None:
+        extra = f" ({unreadable} lines are not audit entries)" if unreadable else ""
+        raise ConfigError(f"{path} has no entry {seq}{extra}")
+    return found
+
+
+def _verify_export(path: Path, key_path: Path, seq: int) -> str:
+    keys = load_public_keys([key_path])
+    try:
+        with path.open("rb") as fp:
+            report = verify_jsonl(fp, keys, start_seq=None)
+    except OSError as e:
+        raise ConfigError(f"cannot read audit export {path}: {e.strerror or e}") from e
+    if report.ok:
+        span = (
+            "no entries" if report.head is None else f"entries {report.first_seq}..{report.head[0]}"
+        )
+        return f"audit export verified ({span}): chain and signatures good"
+    bad = report.first_bad_seq
+    if bad is not None and seq < bad and report.first_seq is not None and report.first_seq <= seq:
+        return (
+            f"audit export verified up to entry {bad - 1}; broken at entry {bad}: "
+            f"{report.reason} (entry {seq} is before it)"
+        )
+    raise ConfigError(
+        f"audit export {path} is broken at entry {bad}: {report.reason}; entry {seq} is not "
+        "covered by a verified chain, refusing to replay it"
+    )
+
+
+def _vectors_of(obj: Json) -> dict[str, Json]:
+    return dict(obj) if isinstance(obj, dict) else {}
+
+
+def _from_attestation(args: argparse.Namespace) -> Source:
+    path, seq = args.attestation
+    notes: list[str] = []
+    if args.audit_key is not None:
+        notes.append(_verify_export(path, args.audit_key, seq))
+    else:
+        notes.append("entry not verified (pass --audit-key to check the chain and signature)")
+    entry = find_entry(path, seq)
+    if entry.kind is not AuditKind.ATTESTATION:
+        raise ConfigError(
+            f"entry {seq} of {path} is not an attestation (kind {entry.kind!s}); pick an "
+            '"attestation" entry'
+        )
+    event = entry.event
+    if event.get("status") == "error":
+        raise ConfigError(
+            f"entry {seq} records an attestation that failed before appraisal "
+            f"({event.get('error')}: {event.get('reason')}); there is nothing to replay"
+        )
+    if "annotated_evidence" not in event:
+        why = event.get("annotated_evidence_omitted", "recorded by a broker that kept none")
+        raise ConfigError(f"entry {seq} has no annotated evidence to replay ({why})")
+    recorded_evidence = event["annotated_evidence"]
+    if not isinstance(recorded_evidence, dict) or not recorded_evidence:
+        raise ConfigError(f"entry {seq}: annotated_evidence is not an object of submodules")
+    annotated: dict[str, JsonObject] = {}
+    for name, item in recorded_evidence.items():
+        if not isinstance(item, dict):
+            raise ConfigError(f"entry {seq}: the annotated evidence of {name} is not an object")
+        annotated[name] = item
+    details: JsonObject = {
+        "seq": entry.seq,
+        "time": entry.time,
+        "tee": event.get("tee"),
+        "token_id": event.get("token_id"),
+        "policy_id": event.get("policy_id"),
+        "policy_version": event.get("policy_version"),
+    }
+    status = event.get("status")
+    recorded = Recorded(
+        status if isinstance(status, str) else None,
+        _vectors_of(event.get("trust_vectors")),
+        details,
+    )
+    description = f"attestation entry {seq} of {path} ({event.get('tee')}, {entry.time})"
+    return Source(description, annotated, recorded, tuple(notes))
+
+
+def _from_claims(args: argparse.Namespace) -> Source:
+    what = f"claims file {args.claims}"
+    obj = decode_token_or_json(
+        _read(args.claims, MAX_CLAIMS_BYTES, "claims file", allow_stdin=True), what
+    )
+    submods = obj.get("submods")
+    if submods is None:
+        # Annotated evidence as given: one CPU appraisal.
+        return Source(f"annotated evidence {args.claims}", {"cpu0": obj})
+    if not isinstance(submods, dict) or not submods:
+        raise ConfigError(f"{what}: submods is not an object of appraisals")
+    annotated: dict[str, JsonObject] = {}
+    vectors: dict[str, Json] = {}
+    statuses: list[Ar4siStatus] = []
+    for name, appraisal in submods.items():
+        evidence = appraisal.get(_EVIDENCE) if isinstance(appraisal, dict) else None
+        if not isinstance(evidence, dict):
+            raise ConfigError(f"{what}: appraisal {name} carries no annotated evidence")
+        annotated[name] = evidence
+        vectors[name] = appraisal.get(_VECTOR)
+        try:
+            statuses.append(Ar4siStatus(appraisal.get(_STATUS)))
+        except ValueError:
+            pass
+    recorded = Recorded(
+        str(worst_status(statuses)) if statuses else None,
+        vectors,
+        {"token_id": obj.get("jti"), "iat": obj.get("iat")},
+    )
+    note = "token signature not checked (only its recorded appraisal is compared)"
+    return Source(f"EAR token claims {args.claims}", annotated, recorded, (note,))
+
+
+# --- output --------------------------------------------------------------------------------
+
+
+def meaning(claim: str, value: int) -> str:
+    """The AR4SI meaning of one trust-claim value."""
+    known = AR4SI_MEANINGS.get(claim, {}).get(value) or _COMMON_MEANINGS.get(value)
+    return known or f"implementation-specific ({tier_of(value)} range)"
+
+
+def _short(value: Json) -> str:
+    text = json.dumps(value, sort_keys=True)
+    if len(text) > _TEXT_VALUE_CHARS:
+        return text[: _TEXT_VALUE_CHARS - 1] + "…"
+    return text
+
+
+def _recorded_vector(recorded: Recorded | None, submod: str) -> dict[str, int]:
+    vector = recorded.vectors.get(submod) if recorded is not None else None
+    if not isinstance(vector, dict):
+        return {}
+    return {k: v for k, v in vector.items() if isinstance(v, int) and not isinstance(v, bool)}
+
+
+def _policy_json(policy_path: Path, policy: str) -> JsonObject:
+    return {"path": str(policy_path), "sha256": hashlib.sha256(policy.encode()).hexdigest()}
+
+
+@dataclass(frozen=True, slots=True)
+class AttestationResult:
+    """The candidate's decision on every submodule of one input."""
+
+    source: Source
+    appraisals: dict[str, Appraisal]
+
+    @property
+    def status(self) -> Ar4siStatus:
+        return worst_status(a.status for a in self.appraisals.values())
+
+    @property
+    def refused(self) -> bool:
+        return self.status is not Ar4siStatus.AFFIRMING
+
+    @property
+    def would_change(self) -> str | None:
+        """``"affirming -> warning"`` when the recorded status differs from the candidate's."""
+        recorded = self.source.recorded
+        if recorded is None or recorded.status == str(self.status):
+            return None
+        return f"{recorded.status} -> {self.status}"
+
+
+def attestation_json(policy_path: Path, policy: str, result: AttestationResult) -> JsonObject:
+    submods: JsonObject = {}
+    for name, a in result.appraisals.items():
+        recorded_vector = _recorded_vector(result.source.recorded, name)
+        vector: JsonObject = {}
+        for claim, value in a.vector.items():
+            entry: JsonObject = {
+                "value": value,
+                "tier": str(tier_of(value)),
+                "meaning": meaning(claim, value),
+            }
+            if claim in recorded_vector:
+                entry["recorded"] = recorded_vector[claim]
+            vector[claim] = entry
+        sub: JsonObject = {
+            "status": str(a.status),
+            "trust_vector": vector,
+            "extensions": dict(a.extensions),
+            "failed": {
+                claim: [c.to_json() for c in conditions] for claim, conditions in a.failed.items()
+            },
+            "reference_values_consulted": dict(a.consulted),
+        }
+        if a.trace_error is not None:
+            sub["trace_error"] = a.trace_error
+        submods[name] = sub
+    report: JsonObject = {
+        "kind": "attestation",
+        "policy": _policy_json(policy_path, policy),
+        "input": result.source.description,
+        "decision": str(result.status),
+        "refused": result.refused,
+        "submods": submods,
+        "notes": list(result.source.notes),
+        "activated": False,
+    }
+    recorded = result.source.recorded
+    if recorded is not None:
+        report["recorded"] = {"status": recorded.status, **recorded.details}
+        report["would_change"] = result.would_change
+    return report
+
+
+def _condition_lines(c: FailedCondition, indent: str) -> list[str]:
+    lines = [f"{indent}failed condition (rule {c.rule}, line {c.line}): {c.condition}"]
+    for path, value in c.claims.items():
+        lines.append(f"{indent}  claim {path} = {_short(value)}")
+    for rv, value in c.reference_values.items():
+        lines.append(f"{indent}  reference value {rv} = {_short(value)}")
+    return lines
+
+
+def attestation_text(policy_path: Path, policy: str, result: AttestationResult) -> str:
+    digest = hashlib.sha256(policy.encode()).hexdigest()
+    out = [
+        f"candidate policy: {policy_path} (sha256 {digest})",
+        f"input: {result.source.description}",
+        f"decision: {result.status}",
+    ]
+    for name, a in result.appraisals.items():
+        recorded_vector = _recorded_vector(result.source.recorded, name)
+        out.append(f"{name}: {a.status}")
+        out.append("  trust vector:")
+        for claim, value in a.vector.items():
+            was = recorded_vector.get(claim, value)
+            change = f"  (recorded: {was})" if was != value else ""
+            out.append(
+                f"    {claim:<18} {value:>4}  {tier_of(value)!s:<16} {meaning(claim, value)}"
+                f"{change}"
+            )
+        for ext_name, ext_value in a.extensions.items():
+            out.append(f"  extension {ext_name} = {_short(ext_value)}")
+        if a.failed:
+            out.append("  why:")
+        for claim, conditions in a.failed.items():
+            value = a.vector[claim]
+            out.append(f"    {claim} = {value}: {meaning(claim, value)}")
+            if not conditions and a.trace_error is None:
+                out.append(
+                    "      the rule kept its default; no failed condition located (a condition "
+                    "on the last line of a rule body is not located)"
+                )
+                absent = [rv for rv, rv_value in a.consulted.items() if rv_value is None]
+                if absent:
+                    out.append(
+                        f"      reference values the policy read as null: {', '.join(absent)}"
+                    )
+            for c in conditions:
+                out.extend(_condition_lines(c, "      "))
+        if a.trace_error is not None:
+            out.append(f"  trace unavailable: {a.trace_error}")
+        if a.consulted:
+            out.append("  reference values consulted:")
+            for rv, rv_value in a.consulted.items():
+                shown = "null (not provided)" if rv_value is None else _short(rv_value)
+                out.append(f"    {rv} = {shown}")
+        else:
+            out.append("  reference values consulted: none")
+    recorded = result.source.recorded
+    if recorded is not None:
+        version = recorded.details.get("policy_version")
+        by = f" (policy version {version})" if version is not None else ""
+        out.append(f"recorded by the broker{by}: {recorded.status}")
+        verdict = result.would_change
+        out.append(f"would change: {verdict}" if verdict else f"would not change: {result.status}")
+    out.extend(f"note: {note}" for note in result.source.notes)
+    out.append("nothing was activated or sent anywhere")
+    return "\n".join(out)
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceResult:
+    """The candidate resource policy's decision on one request."""
+
+    description: str
+    resource: ResourcePath
+    claims: JsonObject
+    allow: Json
+    failed: list[FailedCondition]
+    trace_error: str | None = None
+
+    @property
+    def allowed(self) -> bool:
+        return self.allow is True
+
+
+def evaluate_resource(
+    policy: str, claims: JsonObject, resource: ResourcePath, description: str
+) -> ResourceResult:
+    """``data.policy.allow`` as the broker evaluates it, and why when it is not true."""
+    data: JsonObject = {
+        "plugin": "resource",
+        "resource-path": list(resource.segments),
+        "query": {},
+    }
+    decision = RegoEngine.evaluate(policy, _ALLOW, input=claims, data=data)
+    failed: list[FailedCondition] = []
+    trace_error = None
+    if decision is not True:
+        try:
+            failed = explain(policy, ["allow"], input=claims, data=data)
+        except Exception as e:  # the trace is an aid; its failure must not hide the decision
+            logger.debug("explain failed", exc_info=True)
+            trace_error = f"{type(e).__name__}: {e}"
+    return ResourceResult(description, resource, claims, decision, failed, trace_error)
+
+
+_RESOURCE_NOTE: Final = "token signature and lifetime not checked (an offline test of the policy)"
+
+
+def resource_json(policy_path: Path, policy: str, result: ResourceResult) -> JsonObject:
+    report: JsonObject = {
+        "kind": "resource",
+        "policy": _policy_json(policy_path, policy),
+        "input": result.description,
+        "resource": str(result.resource),
+        "decision": "allow" if result.allowed else "deny",
+        "allow": None if result.allow is UNDEFINED else result.allow,
+        "refused": not result.allowed,
+        "appraisal": appraisal_summary(result.claims),
+        "failed": [c.to_json() for c in result.failed],
+        "notes": [_RESOURCE_NOTE],
+        "activated": False,
+    }
+    if result.trace_error is not None:
+        report["trace_error"] = result.trace_error
+    return report
+
+
+def resource_text(policy_path: Path, policy: str, result: ResourceResult) -> str:
+    digest = hashlib.sha256(policy.encode()).hexdigest()
+    out = [
+        f"candidate policy: {policy_path} (sha256 {digest})",
+        f"input: {result.description}",
+        f"resource: {result.resource}",
+        f"appraisal: {appraisal_summary(result.claims)}",
+        f"decision: {'allow' if result.allowed else 'deny'}",
+    ]
+    if not result.allowed:
+        if result.allow is not False:
+            shown = "undefined" if result.allow is UNDEFINED else _short(result.allow)
+            out.append(f"  (allow is {shown}, not true)")
+        if result.trace_error is not None:
+            out.append(f"trace unavailable: {result.trace_error}")
+        elif not result.failed:
+            out.append("why: no failed condition located (allow keeps its default)")
+        for c in result.failed:
+            out.extend(_condition_lines(c, ""))
+    out.append(f"note: {_RESOURCE_NOTE}")
+    out.append("nothing was activated or sent anywhere")
+    return "\n".join(out)
+
+
+# --- the command -----------------------------------------------------------------------------
+
+
+def _run(args: argparse.Namespace) -> int:
+    _check_usage(args)
+    policy = read_policy(args.policy)
+    if args.kind == "resource":
+        raw = _read(args.claims, MAX_CLAIMS_BYTES, "claims file", allow_stdin=True)
+        claims = decode_token_or_json(raw, f"claims file {args.claims}")
+        resource = evaluate_resource(policy, claims, args.resource, f"EAR claims {args.claims}")
+        if args.json:
+            print(json.dumps(resource_json(args.policy, policy, resource), indent=2))
+        else:
+            print(resource_text(args.policy, policy, resource))
+        return EXIT_OK if resource.allowed else EXIT_REFUSED
+    reference_values = read_reference_values(args.reference_values)
+    if args.evidence is not None:
+        try:
+            source = _from_evidence(args)
+        except EvidenceError as e:
+            print(f"custodes: evidence invalid: {describe_failure(e)}: {e}", file=sys.stderr)
+            return EXIT_ERROR
+    elif args.attestation is not None:
+        source = _from_attestation(args)
+    else:
+        source = _from_claims(args)
+    if args.reference_values is None:
+        note = "no --reference-values: every reference value reads as null"
+        source = replace(source, notes=(*source.notes, note))
+    result = AttestationResult(
+        source,
+        {name: appraise(policy, a, reference_values) for name, a in source.annotated.items()},
+    )
+    if args.json:
+        print(json.dumps(attestation_json(args.policy, policy, result), indent=2))
+    else:
+        print(attestation_text(args.policy, policy, result))
+    return EXIT_REFUSED if result.refused else EXIT_OK
+
+
+def _test(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except CustodesError:
+        raise  # rendered by custodes.cli.main as "custodes: error: ..."
+    except Exception as e:  # never a traceback for a policy author
+        logger.debug("policy test failure", exc_info=True)
+        print(
+            f"custodes: error: internal error ({type(e).__name__}): {e}; nothing was decided "
+            "(please report this; -vv shows the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
