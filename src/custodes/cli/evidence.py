@@ -15,112 +15,70 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
-from custodes._internal.clock import Clock, FrozenClock, SystemClock
-from custodes.attestation.initdata import MAX_INITDATA_BYTES, InitData
-from custodes.attestation.verifiers.azure import (
-    AzSnpVtpmVerifier,
-    AzTdxVtpmVerifier,
-    AzureVerifierConfig,
+from custodes.attestation.initdata import InitData
+from custodes.attestation.verifiers.base import VerifiedClaims
+
+# describe_failure, failed_step and parse_time are imported from here by other modules.
+from custodes.cli._evidence_input import (
+    OfflineEvidence,
+    add_evidence_arguments,
+    check_evidence_usage,
+    print_invalid,
+    read_init_data,
+    rfc3339,
+    session_binding,
+    warn_if_insecure,
 )
-from custodes.attestation.verifiers.azure.errors import HclBindingMismatch
-from custodes.attestation.verifiers.base import VerificationRequest, VerifiedClaims, Verifier
-from custodes.attestation.verifiers.sample import SampleVerifier
-from custodes.attestation.verifiers.snp import SnpVerifier, SnpVerifierConfig
-from custodes.attestation.verifiers.snp.errors import (
-    HwIdMismatch,
-    ProcessorUnsupported,
-    ReportVersionUnsupported,
-    SignatureAlgorithmUnsupported,
-    TcbMismatch,
-    VekExtensionInvalid,
-    VekUnavailable,
-    VmplNotZero,
-)
-from custodes.attestation.verifiers.tdx import TdxVerifier, TdxVerifierConfig
-from custodes.attestation.verifiers.tdx.errors import RtmrReplayMismatch
-from custodes.attestation.verifiers.tpm import TpmVerifier
-from custodes.attestation.verifiers.tpm.errors import (
-    AkPublicKeyInvalid,
-    PcrDigestMismatch,
-    PcrSelectionUnsupported,
-    QuoteHeaderInvalid,
-)
-from custodes.errors import (
-    BindingMismatch,
-    ChainInvalid,
-    CollateralError,
-    ConfigError,
-    CustodesError,
-    EvidenceError,
-    InitDataMismatch,
-    MalformedEvidence,
-    SignatureInvalid,
-    TcbError,
-    VerificationError,
-)
-from custodes.protocol.binding import DEFAULT_HASH_ALGORITHM, HashAlgorithm
-from custodes.protocol.messages import RuntimeData
-from custodes.types.json import Json, JsonObject
+from custodes.cli._evidence_input import describe_failure as describe_failure
+from custodes.cli._evidence_input import failed_step as failed_step
+from custodes.cli._evidence_input import parse_time as parse_time
+from custodes.errors import ConfigError, CustodesError, EvidenceError
+from custodes.types.json import JsonObject
 from custodes.types.tee import Tee
 
 logger = logging.getLogger(__name__)
 
 EXIT_INVALID: Final = 1
-SUPPORTED_TEES: Final = (
-    Tee.SNP,
-    Tee.TDX,
-    Tee.TPM,
-    Tee.AZ_SNP_VTPM,
-    Tee.AZ_TDX_VTPM,
-    Tee.SAMPLE,
-)
-COLLATERAL_TEES: Final = frozenset({Tee.TDX, Tee.AZ_TDX_VTPM})
-# The largest TDX evidence (a 16 MiB event log in base64) fits with room to spare.
-MAX_EVIDENCE_BYTES: Final = 64 * 1024 * 1024
-MAX_JWK_BYTES: Final = 64 * 1024
-_HEX: Final = re.compile(r"(?:[0-9a-fA-F]{2})+")
-_UNIX_SECONDS: Final = re.compile(r"\d+(?:\.\d+)?")
-MAX_TIME: Final = 253402300800.0  # 10000-01-01T00:00:00Z
 
-INSECURE_NOTE: Final = (
-    "custodes: WARNING: the sample TEE is INSECURE: its evidence is plain JSON that anyone can "
-    "write, signed by no hardware; it proves nothing. Only the report-data binding is checked."
-)
-
-# The checklist step each error class reports, most specific class first (looked up along the
-# class's MRO). The shared classes of custodes.errors name the generic steps.
-_STEPS: Final[dict[type[EvidenceError], str]] = {
-    ReportVersionUnsupported: "report-version",
-    SignatureAlgorithmUnsupported: "signature-algorithm",
-    VmplNotZero: "vmpl",
-    ProcessorUnsupported: "processor",
-    VekUnavailable: "vcek",
-    VekExtensionInvalid: "vcek-extensions",
-    HwIdMismatch: "vcek-extensions",
-    TcbMismatch: "vcek-extensions",
-    AkPublicKeyInvalid: "ak-public",
-    QuoteHeaderInvalid: "quote-header",
-    PcrSelectionUnsupported: "pcrs",
-    PcrDigestMismatch: "pcrs",
-    RtmrReplayMismatch: "event-log",
-    # Not the session binding: the hardware report does not bind the HCL's runtime data.
-    HclBindingMismatch: "hcl-binding",
-    MalformedEvidence: "parse",
-    CollateralError: "collateral",
-    ChainInvalid: "certificate-chain",
-    SignatureInvalid: "signature",
-    TcbError: "tcb",
-    BindingMismatch: "report-data",
-    InitDataMismatch: "init-data",
-    VerificationError: "verification",
-    EvidenceError: "evidence",
+# (metavar, help) of each evidence option on this command's help page.
+_WORDING: Final[dict[str, tuple[str | None, str]]] = {
+    "tee": (None, "the TEE type of the evidence (sample is INSECURE: it proves nothing)"),
+    "report_data": ("HEX", "the exact binding digest (unpadded), in hex"),
+    "nonce": ("N", "the challenge nonce, verbatim"),
+    "tee_pubkey": (
+        "JWK_FILE_OR_JSON",
+        "the tee-pubkey JWK exactly as the guest sent it: a file, or the JSON text",
+    ),
+    "additional_evidence": (
+        "S",
+        "the additional_evidence string as sent (default: the empty string)",
+    ),
+    "init_data": (
+        "FILE",
+        "the init-data TOML the guest sent; its digest must be bound by the evidence",
+    ),
+    "collateral": (
+        "PATH",
+        "DCAP collateral JSON (dcap-qvl or PcsClientTool form): tdx, az-tdx-vtpm",
+    ),
+    "vcek_store": (
+        "DIR",
+        "offline VCEK store (vcek/<hwid>/...vcek.der), when the SNP evidence has no VCEK",
+    ),
+    "at": (
+        "TIME",
+        "verify as of TIME (RFC 3339 or Unix seconds) instead of now: certificate and "
+        "collateral validity windows are checked at that time",
+    ),
 }
+_MISSING_COLLATERAL: Final = (
+    "evidence needs DCAP collateral for its quote: pass --collateral FILE "
+    "(this command never contacts Intel PCS or a PCCS)"
+)
 
 EPILOG = """\
 binding (exactly one form):
@@ -160,250 +118,38 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    v.add_argument(
-        "--tee",
-        required=True,
-        choices=[t.value for t in SUPPORTED_TEES],
-        help="the TEE type of the evidence (sample is INSECURE: it proves nothing)",
-    )
+    binding = v.add_argument_group("binding to the session")
+    add_evidence_arguments(v, binding=binding, tee_required=True, wording=_WORDING)
     v.add_argument(
         "evidence", metavar="EVIDENCE_FILE", help="evidence JSON file ('-' for standard input)"
     )
-    b = v.add_argument_group("binding to the session")
-    b.add_argument(
-        "--report-data",
-        metavar="HEX",
-        type=_hex_bytes,
-        help="the exact binding digest (unpadded), in hex",
-    )
-    b.add_argument("--nonce", metavar="N", help="the challenge nonce, verbatim")
-    b.add_argument(
-        "--tee-pubkey",
-        metavar="JWK_FILE_OR_JSON",
-        help="the tee-pubkey JWK exactly as the guest sent it: a file, or the JSON text",
-    )
-    b.add_argument(
-        "--additional-evidence",
-        metavar="S",
-        help="the additional_evidence string as sent (default: the empty string)",
-    )
-    b.add_argument(
-        "--hash",
-        choices=[a.value for a in HashAlgorithm],
-        help=f"hash of the binding (default: {DEFAULT_HASH_ALGORITHM.value})",
-    )
-    v.add_argument(
-        "--init-data",
-        metavar="FILE",
-        type=Path,
-        help="the init-data TOML the guest sent; its digest must be bound by the evidence",
-    )
-    v.add_argument(
-        "--collateral",
-        metavar="PATH",
-        type=Path,
-        help="DCAP collateral JSON (dcap-qvl or PcsClientTool form): tdx, az-tdx-vtpm",
-    )
-    v.add_argument(
-        "--vcek-store",
-        metavar="DIR",
-        type=Path,
-        help="offline VCEK store (vcek/<hwid>/...vcek.der), when the SNP evidence has no VCEK",
-    )
-    v.add_argument(
-        "--at",
-        metavar="TIME",
-        type=_timestamp,
-        help="verify as of TIME (RFC 3339 or Unix seconds) instead of now: certificate and "
-        "collateral validity windows are checked at that time",
-    )
     v.set_defaults(func=_verify, usage_error=v.error)
-
-
-# --- argument types ----------------------------------------------------------------------
-
-
-def _hex_bytes(text: str) -> bytes:
-    cleaned = text.removeprefix("0x")
-    if not _HEX.fullmatch(cleaned):
-        raise argparse.ArgumentTypeError("expected a non-empty, even-length hex string")
-    return bytes.fromhex(cleaned)
-
-
-def parse_time(text: str) -> float:
-    """Unix seconds from ``text``: RFC 3339 with an offset (``Z`` allowed) or Unix seconds."""
-    if _UNIX_SECONDS.fullmatch(text):
-        seconds = float(text)
-    else:
-        try:
-            when = datetime.fromisoformat(text)
-        except ValueError:
-            raise ValueError(f"{text!r} is neither RFC 3339 nor Unix seconds") from None
-        if when.tzinfo is None:
-            raise ValueError(f"{text!r} has no UTC offset (write e.g. 2025-06-01T00:00:00Z)")
-        seconds = when.timestamp()
-    if not 0 <= seconds < MAX_TIME:
-        raise ValueError(f"{text!r} is not between 1970 and 9999")
-    return seconds
-
-
-def _timestamp(text: str) -> float:
-    try:
-        return parse_time(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from e
-
-
-def rfc3339(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
 
 
 # --- the command -------------------------------------------------------------------------
 
 
-def _check_usage(args: argparse.Namespace, tee: Tee) -> None:
-    fail = args.usage_error
-    derived = args.nonce is not None or args.tee_pubkey is not None
-    if args.report_data is not None and derived:
-        fail("give either --report-data or --nonce/--tee-pubkey, not both")
-    if args.report_data is None:
-        if not derived:
-            fail("the binding is required: give --report-data HEX, or --nonce and --tee-pubkey")
-        if args.nonce is None or args.tee_pubkey is None:
-            fail("--nonce and --tee-pubkey go together")
-    elif args.additional_evidence is not None or args.hash is not None:
-        fail("--additional-evidence and --hash apply to --nonce/--tee-pubkey only")
-    if args.collateral is not None and tee not in COLLATERAL_TEES:
-        fail("--collateral applies to tdx and az-tdx-vtpm only")
-    if tee in COLLATERAL_TEES and args.collateral is None:
-        fail(
-            f"{tee} evidence needs DCAP collateral for its quote: pass --collateral FILE "
-            "(this command never contacts Intel PCS or a PCCS)"
-        )
-    if args.vcek_store is not None and tee is not Tee.SNP:
-        fail("--vcek-store applies to snp only")
-
-
-def _read_limited(path: str, limit: int, what: str, *, allow_stdin: bool = False) -> bytes:
-    try:
-        if path == "-" and allow_stdin:
-            data = sys.stdin.buffer.read(limit + 1)
-        else:
-            with open(path, "rb") as f:
-                data = f.read(limit + 1)
-    except OSError as e:
-        raise ConfigError(f"cannot read {what} {path}: {e.strerror or e}") from e
-    if len(data) > limit:
-        raise ConfigError(f"{what} {path} is larger than {limit} bytes")
-    return data
-
-
-def _tee_pubkey(value: str) -> Json:
-    text: str | bytes = value
-    if not value.lstrip().startswith("{"):
-        text = _read_limited(value, MAX_JWK_BYTES, "TEE public key file")
-    try:
-        return json.loads(text)
-    except (ValueError, RecursionError) as e:
-        raise ConfigError(f"--tee-pubkey is not JSON: {e}") from e
-
-
-def binding_digest(args: argparse.Namespace) -> bytes:
-    """The report data the evidence must bind: given, or recomputed as the broker does."""
-    if args.report_data is not None:
-        digest: bytes = args.report_data
-        return digest
-    runtime = RuntimeData.from_json(
-        {"nonce": args.nonce, "tee-pubkey": _tee_pubkey(args.tee_pubkey)},
-        # Only a digest is computed here; a broker that allows RSA1_5 keys binds them too.
-        allow_rsa1_5=True,
-    )
-    alg = HashAlgorithm(args.hash) if args.hash else DEFAULT_HASH_ALGORITHM
-    return runtime.digest(args.additional_evidence or "", alg)
-
-
 def _init_data(path: Path) -> tuple[InitData, JsonObject]:
-    """The init-data and its claims; its digest is over the file's exact bytes."""
-    raw = _read_limited(str(path), MAX_INITDATA_BYTES, "init-data file")
+    """The init-data and its claims, both checked before anything else is read."""
+    init_data = read_init_data(path)
     try:
-        init_data = InitData.parse(raw.decode("utf-8"))  # no newline translation
         return init_data, init_data.claims()
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"init-data file {path} is not UTF-8") from e
     except EvidenceError as e:
         raise ConfigError(f"init-data file {path}: {e}") from e
 
 
-def build_verifier(
-    tee: Tee, clock: Clock, *, collateral: Path | None = None, vcek_store: Path | None = None
-) -> Verifier:
-    """The broker's verifier for ``tee`` with every network source off."""
-    if tee is Tee.SAMPLE:
-        return SampleVerifier()
-    if tee is Tee.SNP:
-        return SnpVerifier(SnpVerifierConfig(vcek_store_dir=vcek_store, clock=clock))
-    if tee is Tee.TPM:
-        return TpmVerifier()
-    if tee is Tee.AZ_SNP_VTPM:
-        return AzSnpVtpmVerifier(AzureVerifierConfig(clock=clock))
-    if tee is Tee.TDX:
-        return TdxVerifier(TdxVerifierConfig(collateral_path=collateral, clock=clock))
-    if tee is Tee.AZ_TDX_VTPM:
-        return AzTdxVtpmVerifier(AzureVerifierConfig(clock=clock, tdx_collateral_path=collateral))
-    raise ConfigError(f"no offline verifier for {tee}")
-
-
-def failed_step(error: EvidenceError) -> str:
-    """The checklist step an evidence error belongs to (see ``_STEPS``)."""
-    for cls in type(error).__mro__:
-        step = _STEPS.get(cls)
-        if step is not None:
-            return step
-    return "evidence"
-
-
-def describe_failure(error: EvidenceError) -> str:
-    """``step S (shared-code[/specific-code, Class])``: what failed, for people and scripts."""
-    shared: type[CustodesError] = type(error)
-    for cls in type(error).__mro__:
-        if issubclass(cls, CustodesError) and cls.__module__ == CustodesError.__module__:
-            shared = cls
-            break
-    detail = shared.code
-    if type(error) is not shared:
-        detail += f"/{error.code}, {type(error).__name__}"
-    return f"step {failed_step(error)} ({detail})"
-
-
-def _load_evidence(raw: bytes, path: str) -> Json:
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError) as e:
-        raise MalformedEvidence(f"{path} is not JSON: {e}") from e
-
-
 def _verify(args: argparse.Namespace) -> int:
     tee = Tee(args.tee)
-    _check_usage(args, tee)
-    if tee.insecure:
-        print(INSECURE_NOTE, file=sys.stderr)
-    report_data = binding_digest(args)
+    check_evidence_usage(args, tee, args.usage_error, missing_collateral=_MISSING_COLLATERAL)
+    warn_if_insecure(tee)
+    report_data, _ = session_binding(args)
     init_data = None if args.init_data is None else _init_data(args.init_data)
-    clock: Clock = FrozenClock(args.at) if args.at is not None else SystemClock()
-    verifier = build_verifier(tee, clock, collateral=args.collateral, vcek_store=args.vcek_store)
-    raw = _read_limited(args.evidence, MAX_EVIDENCE_BYTES, "evidence file", allow_stdin=True)
-    at = clock.now()
+    evidence = OfflineEvidence.from_args(args, tee)
+    at = evidence.clock.now()
     try:
-        evidence = _load_evidence(raw, args.evidence)
-        request = VerificationRequest(
-            tee=tee,
-            evidence=evidence,
-            report_data=report_data,
-            init_data_digest=None if init_data is None else init_data[0].digest,
-        )
-        results = verifier.verify(request)
+        results = evidence.verify(report_data, None if init_data is None else init_data[0])
     except EvidenceError as e:
-        print(f"custodes: evidence invalid: {describe_failure(e)}: {e}", file=sys.stderr)
+        print_invalid(e)
         return EXIT_INVALID
     except CustodesError:
         raise

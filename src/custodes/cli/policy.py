@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Final
 
 from custodes._internal.b64 import b64url_decode
-from custodes._internal.clock import Clock, FrozenClock, SystemClock
 from custodes.attestation.ear import (
     Ar4siStatus,
     appraisal_status,
@@ -44,12 +43,10 @@ from custodes.attestation.ear import (
     validate_trust_claims,
     worst_status,
 )
-from custodes.attestation.initdata import MAX_INITDATA_BYTES, InitData
 
 # The broker's own check of a policy's ``extensions`` (private there; reused, not copied, so
 # that a candidate is held to exactly the broker's rules).
 from custodes.attestation.service import _extensions, annotated_evidence
-from custodes.attestation.verifiers.base import VerificationRequest
 from custodes.audit.errors import AuditChainError
 from custodes.audit.log import (
     MAX_LINE_BYTES,
@@ -60,35 +57,29 @@ from custodes.audit.log import (
     verify_jsonl,
 )
 from custodes.cli._common import resource_arg
-from custodes.cli.evidence import (
-    COLLATERAL_TEES,
-    INSECURE_NOTE,
-    MAX_EVIDENCE_BYTES,
-    MAX_JWK_BYTES,
-    SUPPORTED_TEES,
-    binding_digest,
-    build_verifier,
-    describe_failure,
-    parse_time,
+from custodes.cli._evidence_input import (
+    EVIDENCE_OPTIONS,
+    OfflineEvidence,
+    add_evidence_arguments,
+    check_evidence_usage,
+    print_invalid,
+    read_init_data,
+    read_limited,
     rfc3339,
+    session_binding,
+    warn_if_insecure,
 )
 from custodes.errors import (
     ConfigError,
     CustodesError,
     EvidenceError,
-    MalformedEvidence,
     PolicyError,
     ReferenceValueError,
 )
 from custodes.policy.engine import MAX_POLICY_BYTES, UNDEFINED, RegoEngine
 from custodes.policy.explain import FailedCondition, explain
 from custodes.protocol.appraisal import appraisal_summary
-from custodes.protocol.binding import (
-    DEFAULT_HASH_ALGORITHM,
-    HashAlgorithm,
-    runtime_data_object,
-)
-from custodes.protocol.messages import RuntimeData
+from custodes.protocol.binding import runtime_data_object
 from custodes.protocol.resource import ResourcePath
 from custodes.rvps.messages import check_reference_value_id
 from custodes.types.json import Json, JsonObject
@@ -192,17 +183,21 @@ examples:
       --resource default/key/db-password
 """
 
-_EVIDENCE_OPTIONS: Final = (
-    "tee",
-    "report_data",
-    "nonce",
-    "tee_pubkey",
-    "additional_evidence",
-    "hash",
-    "init_data",
-    "collateral",
-    "vcek_store",
-    "at",
+# (metavar, help) of each evidence option on this command's help page: brief, since
+# `custodes evidence verify --help` tells more.
+_EVIDENCE_WORDING: Final[dict[str, tuple[str | None, str]]] = {
+    "tee": (None, "the TEE type"),
+    "report_data": ("HEX", "binding digest, hex"),
+    "nonce": ("N", "the challenge nonce, verbatim"),
+    "tee_pubkey": ("JWK", "the tee-pubkey JWK: a file or JSON text"),
+    "additional_evidence": ("S", "additional_evidence as sent"),
+    "init_data": ("F", "the init-data TOML sent"),
+    "collateral": ("P", "DCAP collateral (tdx)"),
+    "vcek_store": ("DIR", "offline VCEK store (snp)"),
+    "at": ("TIME", "verify as of TIME"),
+}
+_MISSING_COLLATERAL: Final = (
+    "evidence needs DCAP collateral: pass --collateral FILE (no PCS/PCCS here)"
 )
 
 
@@ -257,42 +252,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     t.add_argument("--json", action="store_true", help="print the result as JSON")
     e = t.add_argument_group("with --evidence (as custodes evidence verify)")
-    e.add_argument("--tee", choices=[tee.value for tee in SUPPORTED_TEES], help="the TEE type")
-    e.add_argument("--report-data", metavar="HEX", type=_hex_bytes, help="binding digest, hex")
-    e.add_argument("--nonce", metavar="N", help="the challenge nonce, verbatim")
-    e.add_argument("--tee-pubkey", metavar="JWK", help="the tee-pubkey JWK: a file or JSON text")
-    e.add_argument("--additional-evidence", metavar="S", help="additional_evidence as sent")
-    e.add_argument(
-        "--hash",
-        choices=[a.value for a in HashAlgorithm],
-        help=f"hash of the binding (default: {DEFAULT_HASH_ALGORITHM.value})",
-    )
-    e.add_argument("--init-data", type=Path, metavar="F", help="the init-data TOML sent")
-    e.add_argument("--collateral", type=Path, metavar="P", help="DCAP collateral (tdx)")
-    e.add_argument("--vcek-store", type=Path, metavar="DIR", help="offline VCEK store (snp)")
-    e.add_argument("--at", type=_timestamp, metavar="TIME", help="verify as of TIME")
+    add_evidence_arguments(e, tee_required=False, wording=_EVIDENCE_WORDING)
     t.set_defaults(func=_test, usage_error=t.error)
 
 
-# --- argument types ----------------------------------------------------------------------
-
-
-def _hex_bytes(text: str) -> bytes:
-    cleaned = text.removeprefix("0x")
-    try:
-        value = bytes.fromhex(cleaned)
-    except ValueError:
-        value = b""
-    if not value or len(cleaned) != 2 * len(value):
-        raise argparse.ArgumentTypeError("expected a non-empty, even-length hex string")
-    return value
-
-
-def _timestamp(text: str) -> float:
-    try:
-        return parse_time(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from e
+# --- usage ---------------------------------------------------------------------------------
 
 
 def _check_usage(args: argparse.Namespace) -> None:
@@ -305,7 +269,7 @@ def _check_usage(args: argparse.Namespace) -> None:
             "give what to test the policy on: --evidence FILE --tee TEE, "
             "--attestation AUDIT.jsonl:SEQ, or --claims FILE"
         )
-    given = [name for name in _EVIDENCE_OPTIONS if getattr(args, name) is not None]
+    given = [name for name in EVIDENCE_OPTIONS if getattr(args, name) is not None]
     if args.evidence is None and given:
         options = ", ".join("--" + name.replace("_", "-") for name in given)
         fail(f"{options}: only with --evidence")
@@ -321,46 +285,12 @@ def _check_usage(args: argparse.Namespace) -> None:
     elif args.resource is not None:
         fail("--resource: only with --kind resource")
     if args.evidence is not None:
-        _check_evidence_usage(args, fail)
-
-
-def _check_evidence_usage(args: argparse.Namespace, fail: Callable[[str], None]) -> None:
-    if args.tee is None:
-        fail("--evidence needs --tee TEE")
-    tee = Tee(args.tee)
-    derived = args.nonce is not None or args.tee_pubkey is not None
-    if args.report_data is not None and derived:
-        fail("give either --report-data or --nonce/--tee-pubkey, not both")
-    if args.report_data is None:
-        if not derived:
-            fail("the binding is required: give --report-data HEX, or --nonce and --tee-pubkey")
-        if args.nonce is None or args.tee_pubkey is None:
-            fail("--nonce and --tee-pubkey go together")
-    elif args.additional_evidence is not None or args.hash is not None:
-        fail("--additional-evidence and --hash apply to --nonce/--tee-pubkey only")
-    if args.collateral is not None and tee not in COLLATERAL_TEES:
-        fail("--collateral applies to tdx and az-tdx-vtpm only")
-    if tee in COLLATERAL_TEES and args.collateral is None:
-        fail(f"{tee} evidence needs DCAP collateral: pass --collateral FILE (no PCS/PCCS here)")
-    if args.vcek_store is not None and tee is not Tee.SNP:
-        fail("--vcek-store applies to snp only")
+        if args.tee is None:
+            fail("--evidence needs --tee TEE")
+        check_evidence_usage(args, Tee(args.tee), fail, missing_collateral=_MISSING_COLLATERAL)
 
 
 # --- reading inputs ----------------------------------------------------------------------
-
-
-def _read(path: str | Path, limit: int, what: str, *, allow_stdin: bool = False) -> bytes:
-    try:
-        if str(path) == "-" and allow_stdin:
-            data = sys.stdin.buffer.read(limit + 1)
-        else:
-            with open(path, "rb") as f:
-                data = f.read(limit + 1)
-    except OSError as e:
-        raise ConfigError(f"cannot read {what} {path}: {e.strerror or e}") from e
-    if len(data) > limit:
-        raise ConfigError(f"{what} {path} is larger than {limit} bytes")
-    return data
 
 
 def _json(raw: bytes, what: str) -> Json:
@@ -373,7 +303,7 @@ def _json(raw: bytes, what: str) -> Json:
 def read_policy(path: Path) -> str:
     """The candidate's text, compiled once so that a bad policy fails with the compiler's
     message before anything else is read."""
-    raw = _read(path, MAX_POLICY_BYTES, "policy file")
+    raw = read_limited(path, MAX_POLICY_BYTES, "policy file")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -390,7 +320,7 @@ def read_reference_values(path: Path | None) -> dict[str, Json]:
     if path is None:
         return {}
     obj = _json(
-        _read(path, MAX_REFERENCE_VALUES_BYTES, "reference values file"),
+        read_limited(path, MAX_REFERENCE_VALUES_BYTES, "reference values file"),
         f"reference values file {path}",
     )
     if not isinstance(obj, dict):
@@ -417,16 +347,6 @@ def decode_token_or_json(raw: bytes, what: str) -> JsonObject:
     if not isinstance(obj, dict):
         raise ConfigError(f"{what} must be a JSON object")
     return obj
-
-
-def _tee_pubkey(value: str) -> Json:
-    text: str | bytes = value
-    if not value.lstrip().startswith("{"):
-        text = _read(value, MAX_JWK_BYTES, "TEE public key file")
-    try:
-        return json.loads(text)
-    except (ValueError, RecursionError) as e:
-        raise ConfigError(f"--tee-pubkey is not JSON: {e}") from e
 
 
 # --- appraising one piece of annotated evidence --------------------------------------------
@@ -518,27 +438,13 @@ class Source:
     notes: tuple[str, ...] = ()
 
 
-def _init_data(path: Path) -> InitData:
-    raw = _read(path, MAX_INITDATA_BYTES, "init-data file")
-    try:
-        return InitData.parse(raw.decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"init-data file {path} is not UTF-8") from e
-    except CustodesError as e:
-        raise ConfigError(f"init-data file {path}: {e}") from e
-
-
 def _from_evidence(args: argparse.Namespace) -> Source:
     tee = Tee(args.tee)
     notes: list[str] = []
-    if tee.insecure:
-        print(INSECURE_NOTE, file=sys.stderr)
-    report_data = binding_digest(args)
+    warn_if_insecure(tee)
+    report_data, runtime = session_binding(args)
     runtime_claims: JsonObject = {}
-    if args.nonce is not None:
-        runtime = RuntimeData.from_json(
-            {"nonce": args.nonce, "tee-pubkey": _tee_pubkey(args.tee_pubkey)}, allow_rsa1_5=True
-        )
+    if runtime is not None:
         runtime_claims = runtime_data_object(
             runtime.nonce, runtime.tee_pubkey.jwk, args.additional_evidence or ""
         )
@@ -552,22 +458,9 @@ def _from_evidence(args: argparse.Namespace) -> Source:
             "the broker refuses attestations with additional_evidence (device evidence) for "
             "now; only the CPU evidence is appraised here"
         )
-    init_data = None if args.init_data is None else _init_data(args.init_data)
-    clock: Clock = FrozenClock(args.at) if args.at is not None else SystemClock()
-    verifier = build_verifier(tee, clock, collateral=args.collateral, vcek_store=args.vcek_store)
-    raw = _read(args.evidence, MAX_EVIDENCE_BYTES, "evidence file", allow_stdin=True)
-    try:
-        evidence = json.loads(raw)
-    except (ValueError, RecursionError) as e:
-        raise MalformedEvidence(f"{args.evidence} is not JSON: {e}") from e
-    verified = verifier.verify(
-        VerificationRequest(
-            tee=tee,
-            evidence=evidence,
-            report_data=report_data,
-            init_data_digest=None if init_data is None else init_data.digest,
-        )
-    )
+    init_data = None if args.init_data is None else read_init_data(args.init_data)
+    evidence = OfflineEvidence.from_args(args, tee)
+    verified = evidence.verify(report_data, init_data)
     if not verified:
         raise EvidenceError(f"the {tee} verifier returned no claims")
     init_claims = None if init_data is None else init_data.claims()
@@ -579,7 +472,9 @@ def _from_evidence(args: argparse.Namespace) -> Source:
         annotated[f"{item.tee_class}{index}"] = annotated_evidence(
             tee, item.claims, init_data_claims=init_claims, runtime_data_claims=runtime_claims
         )
-    description = f"{tee} evidence {args.evidence}, verified offline as of {rfc3339(clock.now())}"
+    description = (
+        f"{tee} evidence {args.evidence}, verified offline as of {rfc3339(evidence.clock.now())}"
+    )
     return Source(description, annotated, None, tuple(notes))
 
 
@@ -705,7 +600,7 @@ def _from_attestation(args: argparse.Namespace) -> Source:
 def _from_claims(args: argparse.Namespace) -> Source:
     what = f"claims file {args.claims}"
     obj = decode_token_or_json(
-        _read(args.claims, MAX_CLAIMS_BYTES, "claims file", allow_stdin=True), what
+        read_limited(args.claims, MAX_CLAIMS_BYTES, "claims file", allow_stdin=True), what
     )
     submods = obj.get("submods")
     if submods is None:
@@ -986,7 +881,7 @@ def _run(args: argparse.Namespace) -> int:
     _check_usage(args)
     policy = read_policy(args.policy)
     if args.kind == "resource":
-        raw = _read(args.claims, MAX_CLAIMS_BYTES, "claims file", allow_stdin=True)
+        raw = read_limited(args.claims, MAX_CLAIMS_BYTES, "claims file", allow_stdin=True)
         claims = decode_token_or_json(raw, f"claims file {args.claims}")
         resource = evaluate_resource(policy, claims, args.resource, f"EAR claims {args.claims}")
         if args.json:
@@ -999,7 +894,7 @@ def _run(args: argparse.Namespace) -> int:
         try:
             source = _from_evidence(args)
         except EvidenceError as e:
-            print(f"custodes: evidence invalid: {describe_failure(e)}: {e}", file=sys.stderr)
+            print_invalid(e)
             return EXIT_ERROR
     elif args.attestation is not None:
         source = _from_attestation(args)

@@ -458,11 +458,20 @@ async def resource_info(request: HttpRequest, ctx: Ctx, rest: list[str]) -> Resp
 # --- policies -----------------------------------------------------------------------------
 
 
+async def _activate_policy(
+    request: HttpRequest, ctx: Ctx, rest: list[str], *, endpoint: str, attr: str
+) -> Response:
+    """``POST /<endpoint>/<id>/activate``: the sub-path of a policy setter's endpoint."""
+    if len(rest) != 2:
+        raise kerr.EndpointNotFound(f"expected /{endpoint}/<id>/activate")
+    return await _policy_activator(attr)(request, ctx, rest)
+
+
 async def set_attestation_policy(request: HttpRequest, ctx: Ctx, rest: list[str]) -> Response:
     if rest:
-        if len(rest) != 2:
-            raise kerr.EndpointNotFound("expected /attestation-policy/<id>/activate")
-        return await _policy_activator("attestation_policies")(request, ctx, rest)
+        return await _activate_policy(
+            request, ctx, rest, endpoint="attestation-policy", attr="attestation_policies"
+        )
     who = _admin(ctx, request, write=True)
     policy_id, text = _decode_policy(await _read_json(request, ctx.broker), with_id=True)
     version = ctx.t.attestation_policies.set(policy_id, text)
@@ -483,9 +492,9 @@ async def set_attestation_policy(request: HttpRequest, ctx: Ctx, rest: list[str]
 
 async def set_resource_policy(request: HttpRequest, ctx: Ctx, rest: list[str]) -> Response:
     if rest:
-        if len(rest) != 2:
-            raise kerr.EndpointNotFound("expected /resource-policy/<id>/activate")
-        return await _policy_activator("resource_policies")(request, ctx, rest)
+        return await _activate_policy(
+            request, ctx, rest, endpoint="resource-policy", attr="resource_policies"
+        )
     who = _admin(ctx, request, write=True)
     _, text = _decode_policy(await _read_json(request, ctx.broker), with_id=False)
     version = ctx.t.resource_policies.set(RESOURCE_POLICY_ID, text)
