@@ -24,6 +24,7 @@ from custodes.types.json import Json, JsonObject
 
 _RULE_HEAD = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\b[^{]*\bif\s*\{\s*$")
 _INPUT_PATH = re.compile(r"\binput((?:\.[A-Za-z_][A-Za-z0-9_]*|\[\"[^\"]*\"\])+)")
+_DATA_PATH = re.compile(r"\bdata((?:\.[A-Za-z_][A-Za-z0-9_]*|\[\"[^\"]*\"\])+)")
 _RV_CALL = re.compile(r"query_reference_value\(\s*\"([^\"]+)\"\s*\)")
 _GUARD = re.compile(
     r"^\s*(?:[A-Za-z_][A-Za-z0-9_]*\s*:=\s*)?input(?:\.[A-Za-z_][A-Za-z0-9_-]*|\[\"[^\"]+\"\])\s*$"
@@ -139,6 +140,14 @@ def explain(
         if _GUARD.match(text):
             continue
         claims = {f"input{p}": _resolve(input, p) for p in _INPUT_PATH.findall(text)}
+        if data is not None:
+            claims.update(
+                {
+                    f"data{p}": _resolve(data, p)
+                    for p in _DATA_PATH.findall(text)
+                    if not p.startswith(".policy")
+                }
+            )
         # Direct calls, and ids passed to a helper function that queried them.
         ids = set(_RV_CALL.findall(text)) | {s for s in _STRING.findall(text) if s in recorded}
         rvs = {rv: recorded.get(rv) for rv in sorted(ids)}

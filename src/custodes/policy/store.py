@@ -64,8 +64,9 @@ class PolicyStore:
         return max(versions, default=0)
 
     def _activate(self, policy_id: str, version: int, text: str) -> None:
-        self._store.set(self._ns, policy_id, text.encode("utf-8"))
+        # The pointer decides what is active; the copy under <id> keeps upstream's layout.
         self._store.set(self._ns, policy_id + "#active", str(version).encode())
+        self._store.set(self._ns, policy_id, text.encode("utf-8"))
 
     def versions(self, policy_id: str) -> list[tuple[int, bool]]:
         """``(version, active)`` pairs, oldest first."""
@@ -96,7 +97,14 @@ class PolicyStore:
         self._activate(policy_id, version, text)
 
     def get(self, policy_id: str) -> str | None:
+        """The active version's text. The active pointer is one write and versions never
+        change, so concurrent activations can never mix one version's number with another's
+        text. ``<id>`` itself (upstream's layout) is read only for stores written before
+        versions existed."""
         _check_id(policy_id)
+        version = self.active_version(policy_id)
+        if version is not None:
+            return self.get_version(policy_id, version)
         raw = self._store.get(self._ns, policy_id, now=self._clock.now())
         if raw is None:
             return None
