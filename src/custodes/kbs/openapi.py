@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from custodes import __version__
+from custodes.types.tee import Tee
 
 _ERR = {"$ref": "#/components/responses/Error"}
 _ADMIN: list[dict[str, list[str]]] = [{"adminJwt": []}]
@@ -20,6 +21,13 @@ _TENANT_PARAM = {
     "schema": {"type": "string", "pattern": "^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"},
 }
 _SEGMENT = {"type": "string", "pattern": "^[A-Za-z0-9_-][A-Za-z0-9_.-]*$", "maxLength": 128}
+# The stores' id rules (policy.store, rvps.messages); a path that breaks them is a 400.
+_POLICY_ID_PARAM = {
+    "name": "policy_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"},
+}
 _PATH_PARAMS = [
     {"name": n, "in": "path", "required": True, "schema": _SEGMENT} for n in ("repo", "type", "tag")
 ]
@@ -65,12 +73,10 @@ def _policy_paths(name: str, with_id: bool) -> dict[str, Any]:
             "get": {
                 "summary": f"Versions of a {name.replace('-', ' ')} (admin or auditor)",
                 "security": _ADMIN,
-                "parameters": [
-                    {"name": "policy_id", "in": "path", "required": True, "schema": _SEGMENT}
-                ],
+                "parameters": [_POLICY_ID_PARAM],
                 "responses": {
                     "200": _ok("[{version, active}]", {"type": "array"}),
-                    **_errors(401, 404),
+                    **_errors(400, 401, 404),
                 },
             }
         },
@@ -78,9 +84,7 @@ def _policy_paths(name: str, with_id: bool) -> dict[str, Any]:
             "post": {
                 "summary": f"Activate a stored version (rollback) of a {name.replace('-', ' ')}",
                 "security": _ADMIN,
-                "parameters": [
-                    {"name": "policy_id", "in": "path", "required": True, "schema": _SEGMENT}
-                ],
+                "parameters": [_POLICY_ID_PARAM],
                 "requestBody": {
                     "required": True,
                     "content": {
@@ -100,12 +104,10 @@ def _policy_paths(name: str, with_id: bool) -> dict[str, Any]:
             "get": {
                 "summary": f"Read one {name.replace('-', ' ')} (admin)",
                 "security": _ADMIN,
-                "parameters": [
-                    {"name": "policy_id", "in": "path", "required": True, "schema": _SEGMENT}
-                ],
+                "parameters": [_POLICY_ID_PARAM],
                 "responses": {
                     "200": _ok("the policy", {"$ref": "#/components/schemas/StoredPolicy"}),
-                    **_errors(401, 404),
+                    **_errors(400, 401, 404),
                 },
             }
         },
@@ -137,10 +139,11 @@ def openapi_document() -> dict[str, Any]:
     schemas: dict[str, Any] = {
         "Request": {
             "type": "object",
-            "required": ["version", "tee"],
+            "required": ["version", "tee", "extra-params"],
             "properties": {
                 "version": {"type": "string", "const": "0.4.0"},
-                "tee": {"type": "string"},
+                # Every wire name; one the broker has no verifier for is refused with a 400.
+                "tee": {"type": "string", "enum": [t.value for t in Tee]},
                 "extra-params": {},
             },
         },
@@ -369,11 +372,18 @@ def openapi_document() -> dict[str, Any]:
                 "summary": "Read one reference value with its expiration (admin)",
                 "security": _ADMIN,
                 "parameters": [
-                    {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+                    {
+                        "name": "id",
+                        "in": "path",
+                        "required": True,
+                        # rvps.messages' id rule, less '/' (a single segment here); an id
+                        # holding '..' is refused with a 400.
+                        "schema": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,256}$"},
+                    }
                 ],
                 "responses": {
                     "200": _ok("value", {"$ref": "#/components/schemas/StoredReferenceValue"}),
-                    **_errors(401, 404),
+                    **_errors(400, 401, 404),
                 },
             }
         },
