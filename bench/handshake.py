@@ -145,6 +145,10 @@ def start_custodes(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
 def _admin_setup(proc: subprocess.Popen[bytes], data: Path) -> str:
     assert proc.stderr is not None
     line = proc.stderr.readline().decode()
+    while " at http" not in line:  # log lines (e.g. a generated key) may come first
+        line = proc.stderr.readline().decode()
+        if not line:
+            raise SystemExit("custodes serve did not start")
     url = line.split(" at ", 1)[1].split("/kbs/v0")[0]
     # Keep draining the server's log, or it blocks once the pipe is full.
     threading.Thread(

@@ -52,6 +52,10 @@ def start_broker(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
     )
     assert proc.stderr is not None
     line = proc.stderr.readline().decode()
+    while " at http" not in line:  # log lines (e.g. a generated key) may come first
+        line = proc.stderr.readline().decode()
+        if not line:
+            raise SystemExit("custodes serve did not start")
     url = line.split(" at ", 1)[1].split("/kbs/v0")[0]
     stderr = proc.stderr
     threading.Thread(target=stderr.read, daemon=True).start()

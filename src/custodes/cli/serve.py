@@ -63,7 +63,8 @@ def effective_config(args: argparse.Namespace) -> KbsConfig:
 def banner(config: KbsConfig, url: str, generated_admin: object) -> list[str]:
     lines = [
         f"custodes serve {__version__}: KBS protocol 0.4.0 at {url}/kbs/v0",
-        f"  store: sqlite {config.sqlite_path}",
+        "  store: "
+        + (f"sqlite {config.sqlite_path}" if config.storage.backend == "sqlite" else "postgres"),
     ]
     admin_keys = config.admin.public_keys or (config.server.data_dir / "admin-key.pub.pem",)
     lines.append("  admin keys: " + ", ".join(str(k) for k in admin_keys))

@@ -627,13 +627,20 @@ def _error_response(broker: Broker, exc: BaseException, label: str) -> Response:
     if mapped is kerr.INTERNAL:
         logger.exception("internal error on %s", label, exc_info=exc)
         detail = "internal error; see the broker's log"
+    elif mapped.variant == "StorageUnavailable":
+        # The store's message may name hosts or files: it goes to the log, not the client.
+        logger.error("store failure on %s: %s", label, exc)
+        detail = "the broker's store is unavailable; retry later"
     elif mapped.status >= 500:
         logger.error("error on %s: %s", label, exc)
         detail = str(exc)
     else:
         detail = str(exc)
     broker.metrics.requests.labels(label, str(mapped.status)).inc()
-    return JSONResponse(kerr.error_body(mapped.variant, detail), status_code=mapped.status)
+    headers = {"Retry-After": "1"} if mapped.status == 503 else None
+    return JSONResponse(
+        kerr.error_body(mapped.variant, detail), status_code=mapped.status, headers=headers
+    )
 
 
 def _dispatch_target(raw_path: bytes) -> tuple[str, list[str]]:

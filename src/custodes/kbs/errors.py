@@ -62,6 +62,7 @@ _TABLE: Final[tuple[tuple[type[BaseException], HttpError], ...]] = (
     (e.UnsupportedTee, HttpError(400, "AttestationError")),
     (e.InvalidTeeKey, HttpError(400, "AttestationError")),
     (e.JweError, HttpError(500, "JweError")),
+    (e.StorageError, HttpError(503, "StorageUnavailable")),
     (e.MalformedMessage, HttpError(400, "SerdeError")),
     (e.ProtocolError, HttpError(400, "SerdeError")),
 )

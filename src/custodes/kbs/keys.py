@@ -86,7 +86,10 @@ def load_ear_signing_key(
     Signs EAR tokens, and (with ``AUDIT_KEY_FILE``) the audit log."""
     path = configured or data_dir / default_name
     if configured is None and not path.exists():
-        write_private_pem(path, ec.generate_private_key(ec.SECP256R1()))
+        try:
+            write_private_pem(path, ec.generate_private_key(ec.SECP256R1()))
+        except FileExistsError:
+            pass  # another replica starting at the same time wrote it first: use theirs
         logger.info("generated EAR token signing key %s", path)
     key = load_private_key(path)
     if not isinstance(key, ec.EllipticCurvePrivateKey):

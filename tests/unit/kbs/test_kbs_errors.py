@@ -23,13 +23,13 @@ def _error_classes(*modules: ModuleType) -> list[type[errors.CustodesError]]:
 
 ALL = _error_classes(errors, kerr)
 
-# The only classes that map to a 500: faults of the broker, not of the client.
+# The only classes that map to a 5xx: faults of the broker, not of the client.
 SERVER_FAULTS = {
-    errors.CustodesError: "InternalError",  # the bare root: no more precise meaning
-    errors.ConfigError: "InternalError",
-    errors.StorageError: "InternalError",
-    errors.UpstreamError: "InternalError",
-    errors.JweError: "JweError",
+    errors.CustodesError: (500, "InternalError"),  # the bare root: no more precise meaning
+    errors.ConfigError: (500, "InternalError"),
+    errors.StorageError: (503, "StorageUnavailable"),  # a store outage: retry later
+    errors.UpstreamError: (500, "InternalError"),
+    errors.JweError: (500, "JweError"),
 }
 
 
@@ -44,8 +44,7 @@ def test_every_class_is_found() -> None:
 def test_status_of_every_custodes_error(cls: type[errors.CustodesError]) -> None:
     mapped = classify(cls("detail"))
     if cls in SERVER_FAULTS:
-        assert mapped.status == 500
-        assert mapped.variant == SERVER_FAULTS[cls]
+        assert (mapped.status, mapped.variant) == SERVER_FAULTS[cls]
     else:
         assert 400 <= mapped.status < 500
         assert mapped.variant != "InternalError"
