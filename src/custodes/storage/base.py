@@ -14,6 +14,18 @@ NS_ATTESTATION_POLICY: Final = "attestation_policy"
 NS_REFERENCE_VALUES: Final = "reference_value"
 NS_SESSIONS: Final = "kbs_protocol_session"
 
+# Writes to these commit without waiting for the disk: sessions (a lost one only makes its
+# guest run the handshake again) and the audit log's derived data (the head hint and the
+# correlation-id index, both rebuilt from the chain itself). Matched on the first or the last
+# component of a namespace, so every tenant's sessions and every stream's index count.
+VOLATILE_NAMESPACES: Final = frozenset({NS_SESSIONS, "audit-head", "audit-index"})
+
+
+def is_volatile(namespace: str, volatile: frozenset[str]) -> bool:
+    parts = namespace.split("/")
+    return parts[-1] in volatile or parts[0] in volatile
+
+
 NAMESPACES: Final = (
     NS_RESOURCES,
     NS_RESOURCE_POLICY,

@@ -43,7 +43,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import TupleRow
 
 from custodes.errors import StorageError
-from custodes.storage.base import NS_SESSIONS
+from custodes.storage.base import VOLATILE_NAMESPACES, is_volatile
 from custodes.types.secret import Secret
 
 # Migration N is _MIGRATIONS[N - 1]. Append only: a released step never changes.
@@ -182,7 +182,7 @@ class PostgresStore:
         self,
         dsn: str,
         *,
-        volatile_namespaces: frozenset[str] = frozenset({NS_SESSIONS}),
+        volatile_namespaces: frozenset[str] = VOLATILE_NAMESPACES,
         connect_timeout: int = 5,
         pool_size: int = 8,
         pool_wait_s: float = 30.0,
@@ -298,7 +298,7 @@ class PostgresStore:
         reuse = False
         try:
             # Per tenant ("t/<tenant>/<base>"): the last path component is what counts.
-            if namespace is not None and namespace.rsplit("/", 1)[-1] in self._volatile:
+            if namespace is not None and is_volatile(namespace, self._volatile):
                 with conn.transaction():
                     conn.execute("SET LOCAL synchronous_commit = off")
                     sent = True

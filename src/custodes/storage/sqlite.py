@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 
 from custodes.errors import StorageError
-from custodes.storage.base import NS_SESSIONS
+from custodes.storage.base import VOLATILE_NAMESPACES, is_volatile
 
 _SCHEMA_VERSION = 1
 
@@ -36,7 +36,7 @@ CREATE INDEX IF NOT EXISTS kv_expiry ON kv (expires_at) WHERE expires_at IS NOT 
 
 class SqliteStore:
     def __init__(
-        self, path: Path, *, volatile_namespaces: frozenset[str] = frozenset({NS_SESSIONS})
+        self, path: Path, *, volatile_namespaces: frozenset[str] = VOLATILE_NAMESPACES
     ) -> None:
         self.path = path
         self._volatile = volatile_namespaces
@@ -75,7 +75,7 @@ class SqliteStore:
     ) -> sqlite3.Cursor:
         try:
             with self._lock:
-                if namespace is None or namespace.rsplit("/", 1)[-1] not in self._volatile:
+                if namespace is None or not is_volatile(namespace, self._volatile):
                     return self._db.execute(sql, args)
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 try:
