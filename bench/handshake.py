@@ -17,25 +17,20 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from served import SAMPLE_REFERENCE_VALUES, start_sample_broker
 
 from custodes.admin_client import AdminClient, load_admin_key
 from custodes.guest.attester.sample import SampleAttester
 from custodes.protocol.binding import runtime_data_digest, select_hash_algorithm
+from custodes.protocol.resource import ResourcePath
 from custodes.protocol.tee_key import TeeKeyPair
 
 RESOURCE = "default/key/bench"
-REFERENCE_VALUES = {
-    "svn": ["1"],
-    "launch_digest": ["abcde"],
-    "major_version": 1,
-    "minimum_minor_version": 0,
-}
 
 
 @dataclass
@@ -126,40 +121,15 @@ def wait_port(port_file: Path, proc: subprocess.Popen[bytes]) -> str:
 
 
 def start_custodes(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
-    data = tmp / "data"
-    config = tmp / "serve.toml"
-    config.write_text(
-        f'[server]\nlisten = "127.0.0.1:0"\ndata_dir = "{data}"\n'
-        "[attestation]\nunsafe_allow_sample_tee = true\n"
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "custodes", "serve", "--config", str(config)], stderr=subprocess.PIPE
-    )
+    proc, url, data = start_sample_broker(tmp)
     try:
-        return proc, _admin_setup(proc, data)
+        with AdminClient(url, load_admin_key(data / "admin-key.pem")) as admin:
+            admin.register_reference_values(SAMPLE_REFERENCE_VALUES)
+            admin.put_resource(ResourcePath.parse(RESOURCE), b"custodes secret")
     except BaseException:
         proc.kill()
         raise
-
-
-def _admin_setup(proc: subprocess.Popen[bytes], data: Path) -> str:
-    assert proc.stderr is not None
-    line = proc.stderr.readline().decode()
-    while " at http" not in line:  # log lines (e.g. a generated key) may come first
-        line = proc.stderr.readline().decode()
-        if not line:
-            raise SystemExit("custodes serve did not start")
-    url = line.split(" at ", 1)[1].split("/kbs/v0")[0]
-    # Keep draining the server's log, or it blocks once the pipe is full.
-    threading.Thread(
-        target=lambda: proc.stderr.read() if proc.stderr else None, daemon=True
-    ).start()
-    with AdminClient(url, load_admin_key(data / "admin-key.pem")) as admin:
-        from custodes.protocol.resource import ResourcePath
-
-        admin.register_reference_values(REFERENCE_VALUES)
-        admin.put_resource(ResourcePath.parse(RESOURCE), b"custodes secret")
-    return url
+    return proc, url
 
 
 def start_floor(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:

@@ -18,11 +18,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import httpx
+from served import SAMPLE_REFERENCE_VALUES, start_sample_broker
 
 from custodes.admin_client import AdminClient, load_admin_key
 from custodes.protocol.resource import ResourcePath
@@ -32,34 +32,6 @@ from custodes.sealed.seal import seal
 
 KID = "kbs:///default/sealing/bench"
 COUNTS = (0, 1, 10, 100)
-REFERENCE_VALUES = {
-    "svn": ["1"],
-    "launch_digest": ["abcde"],
-    "major_version": 1,
-    "minimum_minor_version": 0,
-}
-
-
-def start_broker(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
-    data = tmp / "data"
-    config = tmp / "serve.toml"
-    config.write_text(
-        f'[server]\nlisten = "127.0.0.1:0"\ndata_dir = "{data}"\n'
-        "[attestation]\nunsafe_allow_sample_tee = true\n"
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "custodes", "serve", "--config", str(config)], stderr=subprocess.PIPE
-    )
-    assert proc.stderr is not None
-    line = proc.stderr.readline().decode()
-    while " at http" not in line:  # log lines (e.g. a generated key) may come first
-        line = proc.stderr.readline().decode()
-        if not line:
-            raise SystemExit("custodes serve did not start")
-    url = line.split(" at ", 1)[1].split("/kbs/v0")[0]
-    stderr = proc.stderr
-    threading.Thread(target=stderr.read, daemon=True).start()
-    return proc, url
 
 
 def attestations(url: str) -> float:
@@ -102,11 +74,11 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmpdir:
-        proc, url = start_broker(Path(tmpdir))
+        proc, url, data = start_sample_broker(Path(tmpdir))
         try:
             signing = generate_signing_key()
-            with AdminClient(url, load_admin_key(Path(tmpdir) / "data" / "admin-key.pem")) as a:
-                a.register_reference_values(REFERENCE_VALUES)
+            with AdminClient(url, load_admin_key(data / "admin-key.pem")) as a:
+                a.register_reference_values(SAMPLE_REFERENCE_VALUES)
                 a.put_resource(
                     ResourcePath.parse("default/sealing/bench"),
                     json.dumps(public_jwk(signing.public_key(), KID)).encode(),

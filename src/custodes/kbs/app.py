@@ -362,7 +362,7 @@ async def get_resource(request: HttpRequest, ctx: Ctx, rest: list[str]) -> Respo
     claims = ctx.broker.ear_verifier.verify(token)
     if claims.get(TENANT_CLAIM, DEFAULT_TENANT) != ctx.t.tenant:
         raise TokenError("the token was issued for another tenant")
-    policy = ctx.t.resource_policies.get(RESOURCE_POLICY_ID)
+    policy_version, policy = ctx.t.resource_policies.active(RESOURCE_POLICY_ID)
     if policy is None:
         raise PolicyError("no resource policy is set")
     policy_data: JsonObject = {
@@ -371,7 +371,6 @@ async def get_resource(request: HttpRequest, ctx: Ctx, rest: list[str]) -> Respo
         "query": dict(request.query_params),
     }
     decision = RegoEngine.evaluate(policy, "data.policy.allow", input=claims, data=policy_data)
-    policy_version = ctx.t.resource_policies.active_version(RESOURCE_POLICY_ID)
     if decision is not True:
         ctx.broker.metrics.releases.labels("denied").inc()
         correlation_id = uuid.uuid4().hex

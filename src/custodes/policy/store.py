@@ -97,19 +97,23 @@ class PolicyStore:
         self._activate(policy_id, version, text)
 
     def get(self, policy_id: str) -> str | None:
-        """The active version's text. The active pointer is one write and versions never
-        change, so concurrent activations can never mix one version's number with another's
-        text. ``<id>`` itself (upstream's layout) is read only for stores written before
-        versions existed."""
+        """The active version's text."""
+        return self.active(policy_id)[1]
+
+    def active(self, policy_id: str) -> tuple[int | None, str | None]:
+        """(version, text) of the active policy, read consistently: the active pointer is one
+        write and versions never change, so concurrent activations can never mix one version's
+        number with another's text. ``<id>`` itself (upstream's layout) is read only for stores
+        written before versions existed (version ``None``)."""
         _check_id(policy_id)
         version = self.active_version(policy_id)
         if version is not None:
-            return self.get_version(policy_id, version)
+            return version, self.get_version(policy_id, version)
         raw = self._store.get(self._ns, policy_id, now=self._clock.now())
         if raw is None:
-            return None
+            return None, None
         try:
-            return raw.decode("utf-8")
+            return None, raw.decode("utf-8")
         except UnicodeDecodeError as e:
             raise StorageError(f"stored policy {policy_id!r} is not UTF-8") from e
 
