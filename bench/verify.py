@@ -53,7 +53,7 @@ from custodes.attestation.verifiers.tpm.structures import (
 from custodes.types.tee import Tee
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_VECTORS = REPO.parent / "shared" / "vectors"
+DEFAULT_VECTORS = REPO / "tests" / "vectors"
 TEST_DATA = Path("trustee/deps/verifier/test_data")
 # Inside the SNP/Azure VCEKs' validity windows.
 SNP_NOW = datetime(2026, 1, 1, tzinfo=UTC).timestamp()

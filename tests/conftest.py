@@ -1,4 +1,4 @@
-"""Shared fixtures: paths to the upstream vectors beside the checkout (``../shared``)."""
+"""Shared fixtures: the upstream vectors copied into the checkout (``tests/vectors``)."""
 
 from __future__ import annotations
 
@@ -13,16 +13,16 @@ if TYPE_CHECKING:
     from live_broker import LiveBroker, ServedBroker
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_VECTORS = REPO.parent / "shared" / "vectors"
 TEST_VECTORS = REPO / "tests" / "vectors"
+# Upstream vectors live in the checkout (each folder with its provenance README): a clone of
+# the repository alone must pass, so nothing outside it is read at test time.
+UPSTREAM_VECTORS = TEST_VECTORS
 
 
 @pytest.fixture(scope="session")
 def vectors() -> Path:
-    """Root of the upstream conformance vectors (``../shared/vectors``)."""
-    if not SHARED_VECTORS.is_dir():
-        pytest.fail(f"upstream vectors not found at {SHARED_VECTORS}")
-    return SHARED_VECTORS
+    """Root of the upstream conformance vectors (``tests/vectors``)."""
+    return UPSTREAM_VECTORS
 
 
 # The broker fixtures import the server lazily, so unit tests of one package do not depend

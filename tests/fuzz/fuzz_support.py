@@ -33,7 +33,7 @@ RANDOM_ENV: Final = "CUSTODES_FUZZ_RANDOM"
 DEFAULT_EXAMPLES: Final = 200
 
 # The upstream vectors sit beside the checkout, as tests/conftest.py expects them.
-VECTORS: Final = Path(__file__).resolve().parents[3] / "shared" / "vectors"
+VECTORS: Final = Path(__file__).resolve().parents[1] / "vectors"
 DATA: Final = Path(__file__).resolve().parent / "data"
 
 
@@ -75,7 +75,7 @@ def record(target: str) -> None:
 
 
 def vector(relative: str) -> bytes:
-    """The bytes of an upstream vector under ``../shared/vectors``."""
+    """The bytes of an upstream vector under ``tests/vectors``."""
     path = VECTORS / relative
     if not path.is_file():
         raise FileNotFoundError(f"upstream vector not found: {path}")

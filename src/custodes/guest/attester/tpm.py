@@ -39,25 +39,35 @@ from typing import Any, ClassVar
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from tpm2_pytss import (  # type: ignore[import-untyped]
-    ESAPI,
-    ESYS_TR,
-    TPM2_ALG,
-    TPM2_ECC,
-    TPM2B_DATA,
-    TPM2B_PUBLIC,
-    TPMA_OBJECT,
-    TPML_DIGEST_VALUES,
-    TPML_PCR_SELECTION,
-    TPMS_ATTEST,
-    TPMT_HA,
-    TPMT_SIG_SCHEME,
-    TPMU_HA,
-    TSS2_Exception,
-)
+
+from custodes.errors import ConfigError, CustodesError
+
+# tpm2-pytss is the optional `tpm` extra: it compiles against the system library libtss2-esys,
+# which the broker and every other command do without. Say what to install, by name.
+try:
+    from tpm2_pytss import (  # type: ignore[import-untyped]
+        ESAPI,
+        ESYS_TR,
+        TPM2_ALG,
+        TPM2_ECC,
+        TPM2B_DATA,
+        TPM2B_PUBLIC,
+        TPMA_OBJECT,
+        TPML_DIGEST_VALUES,
+        TPML_PCR_SELECTION,
+        TPMS_ATTEST,
+        TPMT_HA,
+        TPMT_SIG_SCHEME,
+        TPMU_HA,
+        TSS2_Exception,
+    )
+except ImportError as e:  # pragma: no cover - exercised in the fresh-virtualenv wheel test
+    raise ConfigError(
+        "the TPM attester needs the optional 'tpm' extra: pip install 'custodes[tpm]' "
+        "(it builds against libtss2-esys; Debian/Ubuntu: apt install libtss2-dev pkg-config)"
+    ) from e
 
 from custodes._internal.b64 import b64std_encode
-from custodes.errors import CustodesError
 from custodes.types.json import Json
 from custodes.types.tee import Tee
 
