@@ -8,7 +8,9 @@ cryptography that cannot be avoided:
 * snp: one ECDSA P-384 verify of the report with the (already parsed) VCEK public key;
 * tdx: ``dcap_qvl.verify`` alone on the same quote and collateral (dcap-qvl's sample);
 * tpm: one signature verify of the quote with the AK;
-* az-snp-vtpm: one ECDSA P-384 verify (SNP report) and one RSA verify (vTPM quote).
+* az-snp-vtpm: one ECDSA P-384 verify (SNP report) and one RSA verify (vTPM quote);
+* nvidia: one ECDSA P-384 verify of the GPU's SPDM report with the (already parsed) leaf key
+  (upstream's recorded H100 report, pinned NVIDIA root; the device chain is cached as SNP's).
 
 Verifier and floor run in alternating short slices, so that both see the same machine load.
 Prints TEE, verifications/s, floor/s and the ratio (verifier / floor; 1.0 = no overhead).
@@ -31,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import dcap_qvl  # type: ignore[import-untyped]
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
@@ -40,6 +43,7 @@ from custodes._internal.clock import FrozenClock
 from custodes.attestation.verifiers.azure import AzSnpVtpmVerifier, AzureVerifierConfig
 from custodes.attestation.verifiers.azure.snp_verifier import ParsedAzSnp
 from custodes.attestation.verifiers.base import VerificationRequest, Verifier
+from custodes.attestation.verifiers.nvidia import HopperReport, NvidiaVerifier, NvidiaVerifierConfig
 from custodes.attestation.verifiers.snp import SnpEvidence, SnpVerifier, SnpVerifierConfig
 from custodes.attestation.verifiers.snp.certs import load_der_certificate
 from custodes.attestation.verifiers.tdx import TdxQuote, TdxVerifier, TdxVerifierConfig
@@ -148,6 +152,38 @@ def _az_snp(vectors: Path) -> Case:
     )
 
 
+def _nvidia(vectors: Path) -> Case:
+    folder = vectors / TEST_DATA / "nvidia"
+    report = bytes.fromhex((folder / "hopperAttestationReport.txt").read_text())
+    chain = (folder / "hopper_cert_chain_case1.txt").read_bytes()
+    evidence = {
+        "device_evidence_list": [
+            {
+                "arch": "HOPPER",
+                "uuid": "GPU-bench",
+                "evidence": report.hex(),
+                "certificate": base64.b64encode(chain).decode(),
+            }
+        ]
+    }
+    parsed = HopperReport.parse(report)
+    request = VerificationRequest(Tee.NVIDIA, evidence, parsed.request.nonce)
+    verifier = NvidiaVerifier(NvidiaVerifierConfig(clock=FrozenClock(SNP_NOW)))
+    leaf = x509.load_pem_x509_certificates(chain)[0].public_key()
+    assert isinstance(leaf, ec.EllipticCurvePublicKey)
+    half = len(parsed.response.signature) // 2
+    signature = encode_dss_signature(
+        int.from_bytes(parsed.response.signature[:half], "big"),
+        int.from_bytes(parsed.response.signature[half:], "big"),
+    )
+    signed = parsed.signed_bytes
+
+    def floor() -> None:
+        leaf.verify(signature, signed, ec.ECDSA(hashes.SHA384()))
+
+    return Case("nvidia", _verifier_call(verifier, request), floor, "1 ECDSA P-384 verify")
+
+
 def _verifier_call(verifier: Verifier, request: VerificationRequest) -> Callable[[], object]:
     def call() -> object:
         return verifier.verify(request)
@@ -160,6 +196,7 @@ CASES: dict[str, Callable[[Path], Case]] = {
     "tdx": _tdx,
     "tpm": _tpm,
     "az-snp-vtpm": _az_snp,
+    "nvidia": _nvidia,
 }
 
 

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from custodes._internal.clock import FrozenClock
-from custodes.admin_client import AdminClient, load_admin_key
+from custodes.admin_client import AdminClient, AdminKey, admin_token, load_admin_key
 from custodes.kbs.app import create_app
 from custodes.kbs.broker import Broker, build_broker
 from custodes.kbs.config import AttestationConfig, KbsConfig, ServerConfig
@@ -37,6 +37,27 @@ SAMPLE_REFERENCE_VALUES = {
 }
 
 
+class AdminHeaders(Mapping[str, str]):
+    """``Authorization: Bearer <admin JWT>`` for requests to ``audience``, minting a fresh
+    token each time it is read: the broker accepts each token (its jti) once."""
+
+    def __init__(self, key: AdminKey, audience: str, *, subject: str = "admin") -> None:
+        self._key = key
+        self._audience = audience
+        self._subject = subject
+
+    def __getitem__(self, name: str) -> str:
+        if name != "Authorization":
+            raise KeyError(name)
+        return f"Bearer {admin_token(self._key, audience=self._audience, subject=self._subject)}"
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(["Authorization"])
+
+    def __len__(self) -> int:
+        return 1
+
+
 @dataclass
 class LiveBroker:
     url: str
@@ -46,6 +67,10 @@ class LiveBroker:
 
     def admin(self) -> AdminClient:
         return AdminClient(self.url, load_admin_key(self.data_dir / "admin-key.pem"))
+
+    def admin_headers(self) -> AdminHeaders:
+        """Headers of the default tenant's admin (the generated key, subject ``admin``)."""
+        return AdminHeaders(load_admin_key(self.data_dir / "admin-key.pem"), self.url)
 
 
 @contextlib.contextmanager

@@ -76,8 +76,10 @@ class ClusterKeys:
     def admin(self, url: str, *, timeout: float = 30.0) -> AdminClient:
         return AdminClient(url, load_admin_key(self.admin_key), timeout=timeout)
 
-    def admin_headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {admin_token(load_admin_key(self.admin_key))}"}
+    def admin_headers(self, url: str) -> dict[str, str]:
+        """A single-use admin token for one request to the replica at ``url``."""
+        token = admin_token(load_admin_key(self.admin_key), audience=url)
+        return {"Authorization": f"Bearer {token}"}
 
 
 def make_keys(directory: Path) -> ClusterKeys:
@@ -103,6 +105,7 @@ def write_config(
     backend: str = "postgres",
     data_dir: Path | None = None,
     session_ttl_seconds: int | None = None,
+    checkpoint_every_entries: int | None = None,
 ) -> Path:
     """A ``custodes serve`` config for one replica set (the DSN comes from the environment)."""
     lines = [
@@ -120,6 +123,8 @@ def write_config(
     ]
     if session_ttl_seconds is not None:
         lines += ["[limits]", f"session_ttl_seconds = {session_ttl_seconds}"]
+    if checkpoint_every_entries is not None:
+        lines += ["[audit]", f"checkpoint_every_entries = {checkpoint_every_entries}"]
     path.write_text("\n".join(lines) + "\n")
     return path
 

@@ -19,6 +19,12 @@ terminated (killed if it lingers) and its state directory removed, also when the
 swtpm has no resource manager: callers must flush the transient objects they load.
 swtpm, swtpm_ioctl and tpm2_startup come from system packages (``scripts/setup-system``); a
 missing binary is an error, not a skip.
+
+EK certificates (:func:`provision_ek_certificate`): a TPM as a manufacturer ships it, with its
+EK certified by a CA. The test makes the CA itself (:class:`TestCa`, ``cryptography``), creates
+the EK from its TCG template (L-1 RSA 2048 or L-2 ECC P-256), issues the certificate and
+NV-writes it at the EK certificate index (0x01c00002 RSA, 0x01c0000a ECC), as
+``swtpm_setup --create-ek-cert`` would, but without swtpm_localca's system-wide state.
 """
 
 from __future__ import annotations
@@ -31,7 +37,13 @@ import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 HOST = "127.0.0.1"
 _START_ATTEMPTS = 5
@@ -164,3 +176,160 @@ def running_swtpm() -> Iterator[Swtpm]:
                 process.stderr.close()
     finally:
         shutil.rmtree(state_dir, ignore_errors=True)
+
+
+# --- EK certificates -----------------------------------------------------------------------
+
+EK_CERT_INDICES = {"rsa": 0x01C00002, "ecc": 0x01C0000A}
+_EK_TEMPLATES = {"rsa": "EK-RSA2048", "ecc": "EK-ECC256"}
+_NV_CHUNK = 512
+
+
+@dataclass(frozen=True)
+class TestCa:
+    """A certificate authority for EK certificates (a P-256 key and a self-signed CA cert)."""
+
+    __test__ = False  # not a pytest test class
+
+    key: ec.EllipticCurvePrivateKey
+    certificate: x509.Certificate
+
+    @classmethod
+    def create(cls, name: str = "custodes test TPM manufacturer CA") -> TestCa:
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        now = datetime.now(UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(days=1))
+            .not_valid_after(now + timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=False,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .sign(key, hashes.SHA256())
+        )
+        return cls(key, cert)
+
+    def pem(self) -> bytes:
+        return self.certificate.public_bytes(serialization.Encoding.PEM)
+
+    def issue_ek(
+        self,
+        public_key: object,
+        *,
+        not_before: datetime | None = None,
+        not_after: datetime | None = None,
+        key_usage: str | None = None,
+    ) -> x509.Certificate:
+        """An EK certificate for ``public_key`` (keyEncipherment for RSA, keyAgreement for
+        ECC, unless ``key_usage`` names another single usage)."""
+        now = datetime.now(UTC)
+        is_ec = isinstance(public_key, ec.EllipticCurvePublicKey)
+        usage = key_usage or ("key_agreement" if is_ec else "key_encipherment")
+        flags = {
+            name: name == usage
+            for name in (
+                "digital_signature",
+                "content_commitment",
+                "key_encipherment",
+                "data_encipherment",
+                "key_agreement",
+                "key_cert_sign",
+                "crl_sign",
+            )
+        }
+        return (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([]))
+            .issuer_name(self.certificate.subject)
+            .public_key(public_key)  # type: ignore[arg-type]
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(not_before or now - timedelta(days=1))
+            .not_valid_after(not_after or now + timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(**flags, encipher_only=False, decipher_only=False), critical=True
+            )
+            .add_extension(
+                x509.SubjectAlternativeName(
+                    [
+                        x509.DirectoryName(
+                            x509.Name(
+                                [
+                                    x509.NameAttribute(
+                                        x509.ObjectIdentifier("2.23.133.2.1"), "id:53575450"
+                                    )
+                                ]
+                            )
+                        )
+                    ]
+                ),
+                critical=True,
+            )
+            .sign(self.key, hashes.SHA256())
+        )
+
+
+def ek_public_key(tpm: Swtpm, algorithm: str = "rsa") -> object:
+    """The public key of the TPM's EK of ``algorithm`` ("rsa" or "ecc"), from its template."""
+    from tpm2_pytss import ESAPI, ESYS_TR  # type: ignore[import-untyped]
+    from tpm2_pytss.utils import NoSuchIndex, create_ek_template  # type: ignore[import-untyped]
+
+    def no_index(index: int) -> bytes:
+        raise NoSuchIndex(index)
+
+    ectx = ESAPI(tpm.tcti)
+    try:
+        _, template = create_ek_template(_EK_TEMPLATES[algorithm], no_index)
+        handle, public, _, _, _ = ectx.create_primary(None, template, ESYS_TR.ENDORSEMENT)
+        ectx.flush_context(handle)
+        return serialization.load_der_public_key(public.publicArea.to_der())
+    finally:
+        ectx.close()
+
+
+def nv_write_ek_certificate(tpm: Swtpm, der: bytes, algorithm: str = "rsa") -> None:
+    """Define the EK certificate index of ``algorithm`` (owner hierarchy) and write ``der``."""
+    from tpm2_pytss import ESAPI, ESYS_TR, TPM2_ALG, TPM2B_NV_PUBLIC, TPMA_NV, TPMS_NV_PUBLIC
+
+    ectx = ESAPI(tpm.tcti)
+    try:
+        public = TPM2B_NV_PUBLIC(
+            nvPublic=TPMS_NV_PUBLIC(
+                nvIndex=EK_CERT_INDICES[algorithm],
+                nameAlg=TPM2_ALG.SHA256,
+                attributes=TPMA_NV.OWNERWRITE
+                | TPMA_NV.OWNERREAD
+                | TPMA_NV.AUTHREAD
+                | TPMA_NV.NO_DA,
+                dataSize=len(der),
+            )
+        )
+        handle = ectx.nv_define_space(None, public, ESYS_TR.OWNER)
+        for offset in range(0, len(der), _NV_CHUNK):
+            ectx.nv_write(handle, der[offset : offset + _NV_CHUNK], offset, ESYS_TR.OWNER)
+    finally:
+        ectx.close()
+
+
+def provision_ek_certificate(tpm: Swtpm, ca: TestCa, algorithm: str = "rsa") -> x509.Certificate:
+    """Certify the TPM's EK of ``algorithm`` by ``ca`` and store the certificate in NV."""
+    cert = ca.issue_ek(ek_public_key(tpm, algorithm))
+    nv_write_ek_certificate(tpm, cert.public_bytes(serialization.Encoding.DER), algorithm)
+    return cert

@@ -1,7 +1,10 @@
-"""The workload admin's client for the broker's admin API.
+"""The workload admin's client for the broker's admin API, and the operator's for the
+operator API.
 
-Each request carries a fresh, short-lived admin JWT signed with the admin's private key
-(EdDSA for Ed25519 keys, ES256 for P-256 keys); the key never leaves this process.
+Each request carries a fresh, short-lived JWT signed with the caller's private key (EdDSA for
+Ed25519 keys, ES256 for P-256 keys); the key never leaves this process. The token names the
+caller's subject (``sub``), the URL it is sent to (``aud``: the tenant's KBS base URL, or
+``<broker>/operator``) and a random ``jti``: the broker accepts it once, there only.
 """
 
 from __future__ import annotations
@@ -12,22 +15,27 @@ import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
 import httpx
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from custodes._internal.admin_claims import OPERATOR_PATH, check_subject, normalize
 from custodes._internal.b64 import b64std_encode, b64url_decode, b64url_encode
 from custodes._internal.jws import sign_compact
 from custodes._internal.kbs_http import raise_for_error
+from custodes._internal.tls import tls_verify
 from custodes.errors import ConfigError, MalformedMessage, UpstreamError
 from custodes.protocol.resource import ResourcePath
 from custodes.types.json import Json, JsonObject
 
 AdminKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
 PolicyKind = Literal["attestation", "resource"]
-ADMIN_TOKEN_SECONDS = 300
+# Each token is used once, right away: a short life is enough, and the broker remembers its
+# jti only that long. `custodes admin token --ttl` mints longer ones (the broker's maximum
+# is admin.max_token_lifetime_seconds).
+ADMIN_TOKEN_SECONDS = 120
 
 
 def load_admin_key(path: Path) -> AdminKey:
@@ -45,48 +53,77 @@ def load_admin_key(path: Path) -> AdminKey:
 
 
 def admin_token(
-    key: AdminKey, *, subject: str = "admin", lifetime: int = ADMIN_TOKEN_SECONDS
+    key: AdminKey,
+    *,
+    audience: str,
+    subject: str = "admin",
+    lifetime: int = ADMIN_TOKEN_SECONDS,
 ) -> str:
+    """A signed admin (or operator) JWT for one request to ``audience``: the tenant's KBS
+    base URL (``https://broker`` or ``https://broker/tenants/<tenant>``), or
+    :func:`operator_audience` of the broker's URL."""
     now = int(time.time())
     alg = "EdDSA" if isinstance(key, ed25519.Ed25519PrivateKey) else "ES256"
-    claims = {"sub": subject, "iat": now, "exp": now + lifetime, "jti": secrets.token_hex(8)}
+    claims: JsonObject = {
+        "sub": check_subject(subject),
+        "aud": normalize(audience),
+        "iat": now,
+        "exp": now + lifetime,
+        "jti": secrets.token_hex(16),
+    }
     return sign_compact({"alg": alg, "typ": "JWT"}, claims, key)
 
 
-class AdminClient:
+def operator_audience(broker_url: str) -> str:
+    """The ``aud`` of operator tokens for the broker at ``broker_url``."""
+    return normalize(broker_url) + OPERATOR_PATH
+
+
+class _SignedClient:
+    """HTTP calls under one base URL, each with a fresh single-use JWT."""
+
     def __init__(
         self,
         url: str,
         key: AdminKey,
         *,
-        subject: str = "admin",
+        subject: str,
+        audience: str,
+        api: str,
         ca_file: Path | None = None,
         timeout: float = 30.0,
     ) -> None:
         self.base = url.rstrip("/")
         self._key = key
-        self._subject = subject
-        verify: bool | str = str(ca_file) if ca_file else True
+        self._subject = check_subject(subject)
+        self._audience = normalize(audience)
+        self._api = api
+        verify = tls_verify(ca_file)  # a bad CA file: one precise error, before any request
         self._http = httpx.Client(timeout=timeout, verify=verify)
 
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> AdminClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def token(self, lifetime: int = ADMIN_TOKEN_SECONDS) -> str:
+        return admin_token(
+            self._key, audience=self._audience, subject=self._subject, lifetime=lifetime
+        )
+
     def _call(self, method: str, path: str, **kwargs: object) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {admin_token(self._key, subject=self._subject)}"}
+        headers = {"Authorization": f"Bearer {self.token()}"}
         extra = kwargs.pop("headers", None)
         if isinstance(extra, dict):
             headers.update(extra)
         try:
             response = self._http.request(
                 method,
-                f"{self.base}/kbs/v0/{path}",
+                f"{self.base}/{self._api}/{path}",
                 headers=headers,
                 **kwargs,  # type: ignore[arg-type]
             )
@@ -100,6 +137,46 @@ class AdminClient:
             return response.json()
         except ValueError as e:
             raise MalformedMessage("the broker answered with invalid JSON") from e
+
+
+class AdminClient(_SignedClient):
+    """A tenant's admin API at ``url``, its KBS base URL. ``audience`` (default: ``url``)
+    is the base URL the broker knows itself by, when ``url`` reaches it by another name
+    (a port-forward, a proxy)."""
+
+    def __init__(
+        self,
+        url: str,
+        key: AdminKey,
+        *,
+        subject: str = "admin",
+        audience: str | None = None,
+        ca_file: Path | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        super().__init__(
+            url,
+            key,
+            subject=subject,
+            audience=audience or url,
+            api="kbs/v0",
+            ca_file=ca_file,
+            timeout=timeout,
+        )
+
+    # identities (tenants other than default)
+    def list_identities(self) -> list[JsonObject]:
+        items = self._json(self._call("GET", "identities"))
+        if not isinstance(items, list):
+            raise MalformedMessage("identities: expected a JSON array")
+        return [dict(i) for i in items if isinstance(i, dict)]
+
+    def add_identity(self, subject: str, role: str, public_key_pem: str) -> None:
+        body: JsonObject = {"subject": subject, "role": role, "public_key": public_key_pem}
+        self._call("POST", "identities", json=body)
+
+    def remove_identity(self, subject: str) -> None:
+        self._call("DELETE", f"identities/{check_subject(subject)}")
 
     # resources
     def put_resource(self, path: ResourcePath, data: bytes) -> None:
@@ -195,3 +272,50 @@ class AdminClient:
         if not isinstance(items, list):
             raise MalformedMessage("reference values: expected a JSON array")
         return [str(i) for i in items]
+
+
+class OperatorClient(_SignedClient):
+    """The broker operator's API at ``url`` (the broker's base URL): tenants, never their
+    contents."""
+
+    def __init__(
+        self,
+        url: str,
+        key: AdminKey,
+        *,
+        subject: str = "operator",
+        audience: str | None = None,
+        ca_file: Path | None = None,
+        timeout: float = 30.0,
+    ) -> None:
+        super().__init__(
+            url,
+            key,
+            subject=subject,
+            audience=operator_audience(audience or url),
+            api="operator/v0",
+            ca_file=ca_file,
+            timeout=timeout,
+        )
+
+    def list_tenants(self) -> list[str]:
+        items = self._json(self._call("GET", "tenants"))
+        if not isinstance(items, list):
+            raise MalformedMessage("tenants: expected a JSON array")
+        return [str(i) for i in items]
+
+    def get_tenant(self, tenant: str) -> JsonObject:
+        return self._object(self._call("GET", f"tenants/{tenant}"))
+
+    def create_tenant(self, tenant: str, identities: list[Json]) -> JsonObject:
+        body: JsonObject = {"id": tenant, "identities": identities}
+        return self._object(self._call("POST", "tenants", json=body))
+
+    def set_status(self, tenant: str, action: Literal["suspend", "resume"]) -> JsonObject:
+        return self._object(self._call("POST", f"tenants/{tenant}/{action}"))
+
+    def _object(self, response: httpx.Response) -> JsonObject:
+        body = self._json(response)
+        if not isinstance(body, dict):
+            raise MalformedMessage("tenant: expected a JSON object")
+        return body

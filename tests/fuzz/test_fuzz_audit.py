@@ -1,8 +1,9 @@
 """Fuzz the audit log readers: one stored entry (``AuditEntry.from_bytes``), the anchor text
 ``SEQ:HASH``, and a whole JSON Lines export verified against the signing key.
 
-``data/audit-export.jsonl`` is three entries written by custodes' own ``AuditLog`` with the
-fixed key below (there is no upstream format to take vectors from); see docs/fuzzing.md.
+``data/audit-export.jsonl`` is three entries and the export's checkpoint, written by
+custodes' own ``AuditLog`` with the fixed key below (there is no upstream format to take
+vectors from); see docs/fuzzing.md.
 """
 
 from __future__ import annotations
@@ -37,9 +38,9 @@ HEADS = ["2:bbca39feebde0186a66ca2de485d8fffe19887d2657c78c80241fc7e85a7e85e", "
 
 
 def test_seeds_parse() -> None:
-    assert [AuditEntry.from_bytes(line).seq for line in LINES] == [0, 1, 2]
+    assert [AuditEntry.from_bytes(line).seq for line in LINES] == [0, 1, 2, 3]
     report = verify_jsonl(io.BytesIO(EXPORT), KEYS, expected_head=parse_head(HEADS[0]))
-    assert report.ok and report.count == 3
+    assert report.ok and report.count == 4 and report.complete
 
 
 @FUZZ

@@ -20,7 +20,15 @@ from custodes._internal.b64 import b64url_encode
 from custodes._internal.clock import FrozenClock
 from custodes._internal.jws import sign_compact, verify_compact
 from custodes.attestation.ear import EarSigner, EarVerifier
-from custodes.kbs.admin_auth import AdminAuthenticator, AdminIdentity
+from custodes.kbs.admin_auth import (
+    AdminAuthenticator,
+    AdminIdentity,
+    Origins,
+    RegisteredKey,
+    ReplayGuard,
+    Role,
+)
+from custodes.storage.memory import MemoryStore
 from custodes.types.json import Json, JsonObject
 
 pytest_plugins = ["fuzz_report"]
@@ -71,14 +79,36 @@ EAR_HEADERS: list[Json] = [
     {**_EAR_HEADER, "jwk": EarSigner(EAR_KEY, clock=CLOCK).public_jwk()},
 ]
 EAR_TOKEN = sign_es256(_EAR_HEADER, _EAR_CLAIMS, EAR_KEY)
-ADMIN_CLAIMS: JsonObject = {"sub": "admin", "iat": NOW, "exp": NOW + 300}
+ADMIN_AUD = "https://broker.example"
+ADMIN_CLAIMS: JsonObject = {
+    "sub": "admin",
+    "aud": ADMIN_AUD,
+    "iat": NOW,
+    "exp": NOW + 300,
+    "jti": "seed",
+}
 ADMIN_HEADERS: list[Json] = [{"alg": "EdDSA", "typ": "JWT"}, {"alg": "ES256", "typ": "JWT"}]
 ADMIN_TOKEN = sign_compact({"alg": "EdDSA", "typ": "JWT"}, ADMIN_CLAIMS, ADMIN_KEY)
 
 EAR_VERIFIER = EarVerifier([EAR_KEY.public_key()], clock=CLOCK)
-ADMIN = AdminAuthenticator(
-    [ADMIN_KEY.public_key(), ES256_ADMIN_KEY.public_key()], clock=CLOCK, leeway_seconds=60
-)
+
+
+def admin_authenticator() -> AdminAuthenticator:
+    """The default tenant of https://broker.example, with a fresh replay memory."""
+    return AdminAuthenticator(
+        [
+            RegisteredKey(ADMIN_KEY.public_key(), "admin", Role.ADMIN),
+            RegisteredKey(ES256_ADMIN_KEY.public_key(), "admin-p256", Role.ADMIN),
+        ],
+        audiences=Origins([ADMIN_AUD]).for_tenant("default", "default"),
+        replay=ReplayGuard(MemoryStore(), "admin_jti", CLOCK),
+        clock=CLOCK,
+        leeway_seconds=60,
+    )
+
+
+# Replays of a valid token are refused (AdminAuthError), like any other bad token.
+ADMIN = admin_authenticator()
 VERIFY_KEYS: list[ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey] = [
     EAR_KEY.public_key(),
     ADMIN_KEY.public_key(),
@@ -104,7 +134,7 @@ def signed_admin(draw: st.DrawFn) -> str:
 
 def test_seeds_verify() -> None:
     assert EAR_VERIFIER.verify(EAR_TOKEN)["jti"] == "fixed"
-    assert ADMIN.authenticate(f"Bearer {ADMIN_TOKEN}") == AdminIdentity("admin")
+    assert admin_authenticator().authenticate(f"Bearer {ADMIN_TOKEN}") == AdminIdentity("admin")
     keys = VERIFY_KEYS
     assert verify_compact(EAR_TOKEN, keys)[1]["jti"] == "fixed"
 

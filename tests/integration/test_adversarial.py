@@ -12,12 +12,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import io
 import json
+import os
 import re
 import socket
+import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -34,7 +37,7 @@ from custodes._internal.b64 import b64std_encode, b64url_decode, b64url_encode
 from custodes._internal.clock import FrozenClock
 from custodes._internal.jws import sign_compact
 from custodes._internal.kbs_http import KbsRequestError
-from custodes.admin_client import AdminClient, admin_token, load_admin_key
+from custodes.admin_client import AdminClient, admin_token, load_admin_key, operator_audience
 from custodes.errors import JweError
 from custodes.guest.attester.sample import SampleAttester
 from custodes.guest.kbs_client import KbsClient
@@ -48,7 +51,7 @@ from custodes.protocol.binding import HashAlgorithm, runtime_data_digest
 from custodes.protocol.resource import ResourcePath
 from custodes.protocol.tee_key import TeeKeyPair
 from custodes.types.json import JsonObject
-from live_broker import SAMPLE_REFERENCE_VALUES, LiveBroker
+from live_broker import SAMPLE_REFERENCE_VALUES, AdminHeaders, LiveBroker
 
 PREFIX = "https://github.com/confidential-containers/kbs/errors/"
 SECRET = ResourcePath("default", "key", "s")
@@ -159,8 +162,8 @@ def http() -> Iterator[httpx.Client]:
 
 
 @pytest.fixture
-def admin_headers(broker: LiveBroker) -> dict[str, str]:
-    return bearer(admin_token(load_admin_key(broker.data_dir / "admin-key.pem")))
+def admin_headers(broker: LiveBroker) -> Mapping[str, str]:
+    return broker.admin_headers()  # a fresh single-use token for each request
 
 
 @pytest.fixture
@@ -205,8 +208,11 @@ class Tenants:
     def base(self, tenant: str) -> str:
         return f"{self.url}/tenants/{tenant}"
 
-    def bearer(self, who: str, *, subject: str | None = None) -> dict[str, str]:
-        return bearer(admin_token(self.keys[who], subject=subject or who))
+    def bearer(self, who: str, *, subject: str | None = None) -> AdminHeaders:
+        """Fresh single-use tokens of ``who`` for the bank tenant (the operator: for the
+        operator API)."""
+        audience = operator_audience(self.url) if who == "operator" else self.base("bank")
+        return AdminHeaders(self.keys[who], audience, subject=subject or who)
 
 
 @pytest.fixture
@@ -699,7 +705,7 @@ def test_oversized_evidence(broker: LiveBroker, http: httpx.Client) -> None:
 
 
 def test_deeply_nested_json(
-    broker: LiveBroker, http: httpx.Client, admin_headers: dict[str, str]
+    broker: LiveBroker, http: httpx.Client, admin_headers: Mapping[str, str]
 ) -> None:
     """Attack: JSON nested past the parser's recursion limit (100,000 levels) or past the
     broker's depth limit inside evidence, at the handshake and at an admin endpoint.
@@ -718,7 +724,7 @@ def test_deeply_nested_json(
 
 
 def test_duplicate_json_keys_smuggle_a_second_value(
-    broker: LiveBroker, http: httpx.Client, admin_headers: dict[str, str]
+    broker: LiveBroker, http: httpx.Client, admin_headers: Mapping[str, str]
 ) -> None:
     """Attack: send a JSON member twice so that a checker and a consumer read different
     values (tee, nonce, the resource policy). Defence: duplicate keys are refused outright."""
@@ -766,7 +772,7 @@ PATH_TRICKS = [
 
 @pytest.mark.parametrize("path", PATH_TRICKS)
 def test_path_traversal_and_encoding_tricks(
-    stored: LiveBroker, admin_headers: dict[str, str], path: str
+    stored: LiveBroker, admin_headers: Mapping[str, str], path: str
 ) -> None:
     """Attack: reach or overwrite another resource with traversal and encoding tricks in the
     resource path (double encoding, Unicode dots, overlong UTF-8, backslashes, NUL). Defence:
@@ -818,7 +824,7 @@ def test_raw_bytes_and_tenant_traversal_in_the_request_target(
 
 
 def test_injection_strings_in_resource_tags_and_reference_value_ids(
-    broker: LiveBroker, http: httpx.Client, admin_headers: dict[str, str]
+    broker: LiveBroker, http: httpx.Client, admin_headers: Mapping[str, str]
 ) -> None:
     """Attack: SQL-ish and JSON-injection strings as resource tags and reference-value ids.
     Defence: the segment rule and the id rule refuse them; what they admit is stored and
@@ -879,7 +885,7 @@ def test_concurrent_policy_updates(broker: LiveBroker) -> None:
         r = httpx.post(
             f"{broker.url}/kbs/v0/resource-policy",
             json={"policy": b64url_encode(text.encode())},
-            headers=bearer(admin_token(key)),
+            headers=bearer(admin_token(key, audience=broker.url)),
             timeout=60,
         )
         return r.status_code
@@ -914,8 +920,10 @@ def test_denial_reason_stays_with_the_admin(broker: LiveBroker) -> None:
     detail = refused(r, 401, "PolicyDeny")
     match = re.search(r"correlation id ([0-9a-f]{32})", detail)
     assert match is not None
+    # The random correlation id may itself contain "77": look for leaks in the rest.
+    rest = detail.replace(match.group(1), "<id>")
     for leak in ("affirming", "ear.status", "trustworthiness", "hardware", "77", "cpu0", "rule"):
-        assert leak not in detail, leak
+        assert leak not in rest, leak
     with broker.admin() as admin:
         why = admin.get_denial(match.group(1))
     # The admin does learn the reason: the failed condition and the claim it read.
@@ -937,7 +945,7 @@ def test_no_resource_existence_oracle(broker: LiveBroker) -> None:
 
 
 def test_reference_value_registered_already_expired(
-    broker: LiveBroker, http: httpx.Client, admin_headers: dict[str, str]
+    broker: LiveBroker, http: httpx.Client, admin_headers: Mapping[str, str]
 ) -> None:
     """Attack: register a reference value whose expiration is already past (e.g. replaying an
     old registration). Defence: an expiration must lie in the future."""
@@ -980,8 +988,9 @@ def test_init_data_mismatch_tpm_pcr8(broker: LiveBroker) -> None:
     from custodes.guest.attester.tpm import TpmAttester
     from swtpm import running_swtpm
 
-    measured = 'version = "0.1.0"\nalgorithm = "sha256"\n[data]\n"policy.rego" = "strict"\n'
-    sent = 'version = "0.1.0"\nalgorithm = "sha256"\n[data]\n"policy.rego" = "lax"\n'
+    document = 'version = "0.1.0"\nalgorithm = "sha256"\n[data]\n"policy.rego" = """%s"""\n'
+    measured = document % "package agent_policy\ndefault ExecProcessRequest := false\n"
+    sent = document % "package agent_policy\ndefault ExecProcessRequest := true\n"
     with running_swtpm() as tpm:
         attester = TpmAttester(tpm.tcti)
         attester.bind_init_data(InitData.parse(measured).digest)
@@ -993,6 +1002,163 @@ def test_init_data_mismatch_tpm_pcr8(broker: LiveBroker) -> None:
         assert "PCR 8" in refused_.value.detail
         with KbsClient(broker.url, attester, init_data=measured) as guest:
             assert guest.attest().value  # the document it measured is accepted
+
+
+APPROVED_IMAGE = "quay.io/bank/payments@sha256:" + "a" * 64
+ATTACKER_IMAGE = "docker.io/attacker/anything:latest"
+
+
+def _agent_policy_data(image: str) -> str:
+    container = {"OCI": {"Annotations": {"io.kubernetes.cri.image-name": image}}}
+    return json.dumps({"containers": [container]})
+
+
+def _init_data_with_agent_policy(policy: str) -> str:
+    header = 'version = "0.1.0"\nalgorithm = "sha256"\n[data]\n'
+    return f"{header}\"policy.rego\" = '''\n{policy}'''\n"
+
+
+IDENTIFIED_POLICY = f"""package policy
+import rego.v1
+default allow := false
+allow if {{
+    every _, a in input.submods {{ a["ear.status"] == "affirming" }}
+    input.submods.cpu0["ear.trustee.identifiers"].validated.container_images == ["{APPROVED_IMAGE}"]
+}}
+"""
+
+
+def test_agent_policy_data_faked_in_a_comment(stored: LiveBroker) -> None:
+    """Attack (review issue 12 #1): the cluster admin ships an agent policy whose real
+    policy_data lets any image run, followed by `# policy_data := {...approved image...}`.
+    A text search for the last `policy_data := {` reports the comment, so the appraisal's
+    `ear.trustee.identifiers` names the approved image and the workload admin's policy
+    releases. Defence: the claims are the value of data.agent_policy.policy_data, evaluated
+    by the Rego engine; a comment is no rule. (An ambiguous policy_data, e.g. defined twice,
+    is refused: tests/unit/initdata/test_agent_policy.py.)"""
+    rules = (
+        "package agent_policy\n"
+        "default CreateContainerRequest := false\n"
+        "CreateContainerRequest if { count(policy_data.containers) > 0 }\n"
+    )
+    forged = _init_data_with_agent_policy(
+        f"{rules}policy_data := {_agent_policy_data(ATTACKER_IMAGE)}\n"
+        f"# policy_data := {_agent_policy_data(APPROVED_IMAGE)}\n"
+    )
+    with stored.admin() as admin:
+        admin.set_policy("resource", IDENTIFIED_POLICY)
+    with KbsClient(stored.url, SampleAttester(), init_data=forged) as guest:
+        _, claims, _ = jws_parts(guest.attest().value)
+        identifiers = claims["submods"]["cpu0"]["ear.trustee.identifiers"]
+        assert identifiers == {"validated": {"container_images": [ATTACKER_IMAGE]}}
+        with pytest.raises(KbsRequestError) as denied:
+            guest.get_resource(SECRET)
+        assert denied.value.status == 401 and denied.value.error_type.endswith("/PolicyDeny")
+    honest = _init_data_with_agent_policy(
+        f"{rules}policy_data := {_agent_policy_data(APPROVED_IMAGE)}\n"
+    )
+    with KbsClient(stored.url, SampleAttester(), init_data=honest) as guest:
+        assert guest.get_resource(SECRET) == SECRET_VALUE  # control: the policy can release
+
+
+def test_agent_policy_data_defined_twice_is_refused(broker: LiveBroker) -> None:
+    """Attack (review issue 12 #1, variant): two definitions of policy_data, so that what the
+    agent enforces and what is reported could differ. Defence: such init-data is refused at
+    attestation; no token is issued."""
+    forged = _init_data_with_agent_policy(
+        "package agent_policy\n"
+        f"policy_data := {_agent_policy_data(ATTACKER_IMAGE)}\n"
+        f"policy_data := {_agent_policy_data(APPROVED_IMAGE)}\n"
+    )
+    with KbsClient(broker.url, SampleAttester(), init_data=forged) as guest:
+        with pytest.raises(KbsRequestError) as refused_:
+            guest.attest()
+    assert refused_.value.status in (400, 401) and "policy_data" in refused_.value.detail
+
+
+def test_broker_state_readable_by_other_local_users(tmp_path: Path) -> None:
+    """Attack (review issue 12 #2): another local user reads the broker's state: under umask
+    022 SQLite made custodes.db, -wal and -shm 0644 in a 0755 directory. Defence: the data
+    directory is created 0700 and the store 0600 before SQLite opens it (its -wal/-shm take
+    its mode), keys 0600; a store or key that group or others can read makes serve refuse to
+    start, naming the chmod that fixes it."""
+    from live_broker import run_cli, served_broker
+
+    old = os.umask(0o022)
+    try:
+        with served_broker(tmp_path) as served:
+            with AdminClient(served.url, load_admin_key(served.admin_key)) as admin:
+                admin.put_resource(SECRET, SECRET_VALUE)
+            modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in served.data_dir.iterdir()}
+            dir_mode = stat.S_IMODE(served.data_dir.stat().st_mode)
+    finally:
+        os.umask(old)
+    assert dir_mode == 0o700
+    assert {"custodes.db", "custodes.db-wal", "custodes.db-shm", EAR_KEY_FILE} <= set(modes)
+    private = {name: mode for name, mode in modes.items() if not name.endswith(".pub.pem")}
+    assert private == dict.fromkeys(private, 0o600)
+    config = tmp_path / "serve.toml"
+    for name, mode in (("custodes.db", 0o644), (EAR_KEY_FILE, 0o640)):
+        path = tmp_path / "data" / name
+        path.chmod(mode)
+        result = run_cli("serve", "--config", str(config))
+        err = result.stderr.decode()
+        assert result.returncode != 0 and "Traceback" not in err
+        assert f"chmod 600 {path}" in err, err
+        path.chmod(0o600)
+
+
+def test_deny_rule_that_never_matches_is_flagged(stored: LiveBroker, tmp_path: Path) -> None:
+    """Attack (review issue 12, policy lint): a resource policy meant to deny
+    default/key/s compares data["resource-path"] (a list) with the string "default/key/s":
+    the deny never matches and the secret is released. Defence: `custodes admin policy set`
+    shows the type mismatch as a warning before it activates the policy, and `custodes
+    policy lint` exits 3 on it; the fix it names (compare a list) denies at the broker."""
+    from custodes.cli import main
+
+    meant_to_deny = (
+        "package policy\nimport rego.v1\ndefault allow := false\n"
+        'allow if {\n    every _, a in input.submods { a["ear.status"] == "affirming" }\n'
+        "    not denied\n}\n"
+        'denied if { data["resource-path"] == "default/key/s" }\n'
+    )
+    policy = tmp_path / "deny.rego"
+    policy.write_text(meant_to_deny)
+    key = str(stored.data_dir / "admin-key.pem")
+    admin_cli = ["admin", "--url", stored.url, "--key", key]
+    set_policy = ["policy", "set", "--kind", "resource", str(policy)]
+    lint = run_cli_in_process(main, ["policy", "lint", str(policy)])
+    assert lint.code == 3 and "type-mismatch" in lint.out and "path-ignored" in lint.out
+    set_ = run_cli_in_process(main, [*admin_cli, *set_policy])
+    assert set_.code == 0
+    assert "custodes: warning:" in set_.err and 'data["resource-path"]' in set_.err
+    fixed = meant_to_deny.replace('"default/key/s"', '["default", "key", "s"]')
+    policy.write_text(fixed)
+    assert run_cli_in_process(main, ["policy", "lint", str(policy)]).code == 0
+    set_ = run_cli_in_process(main, [*admin_cli, *set_policy])
+    assert set_.code == 0 and "warning" not in set_.err
+    with KbsClient(stored.url, SampleAttester()) as guest:
+        with pytest.raises(KbsRequestError) as denied:
+            guest.get_resource(SECRET)
+    assert denied.value.status == 401
+
+
+@dataclass(frozen=True)
+class CliRun:
+    code: int
+    out: str
+    err: str
+
+
+def run_cli_in_process(main: Any, argv: list[str]) -> CliRun:
+    """``custodes.cli.main(argv)`` with its stdout and stderr captured."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+    return CliRun(code, out.getvalue(), err.getvalue())
 
 
 # --- tenants and roles ------------------------------------------------------------------------
@@ -1054,7 +1220,7 @@ def test_auditor_cannot_roll_back_a_policy(tenants: Tenants) -> None:
         json={"version": 2},
         headers=tenants.bearer("bank-auditor"),
     )
-    assert "may not change" in refused(r, 401, "AdminAuthAccess")
+    assert "may not change" in refused(r, 403, "AdminAuthAccess")
     versions = httpx.get(f"{base}/resource-policy/versions", headers=admin).json()
     assert [v["version"] for v in versions if v["active"]] == [3]
 

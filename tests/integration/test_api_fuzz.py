@@ -162,7 +162,8 @@ def _run_all(broker: LiveBroker, authenticated: bool) -> Tally:
 
         def headers(admin: bool = admin) -> dict[str, str]:
             # A fresh token per request: admin tokens carry a jti and may be single-use.
-            return {"Authorization": f"Bearer {admin_token(key)}"} if admin else {}
+            token = admin_token(key, audience=broker.url)
+            return {"Authorization": f"Bearer {token}"} if admin else {}
 
         modes = [GenerationMode.POSITIVE]
         if _has_inputs(operation):

@@ -44,8 +44,12 @@ def test_store_and_release_through_the_cli(served: ServedBroker, tmp_path: Path)
         "default/key/one",
         "default/key/two",
     ]
-    info = json.loads(admin(served, "resource", "get-info", "default/key/one"))
+    info = json.loads(admin(served, "resource", "get-info", "default/key/one", "-o", "json"))
     assert info["size"] == len(secret) and info["path"] == "default/key/one"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", info["updated"])  # RFC 3339
+    table = admin(served, "resource", "get-info", "default/key/one").decode().splitlines()
+    assert table[:2] == ["path     default/key/one", f"size     {len(secret)}"]
+    assert table[2] == f"updated  {info['updated']}"
 
     for key_type in ("ec-p256", "ec-p521", "rsa"):
         for via in ("bearer", "cookie"):
@@ -170,13 +174,12 @@ def test_policy_versions_and_rollback(served: ServedBroker, tmp_path: Path) -> N
     deny = tmp_path / "deny.rego"
     deny.write_text("package policy\n\ndefault allow := false\n")
     admin(served, "policy", "set", "--kind", "resource", str(deny))
-    versions = admin(served, "policy", "versions", "--kind", "resource").decode().split("\n")
-    assert versions[:2] == ["1", "2  (active)"]
+    versions = admin(served, "policy", "versions", "--kind", "resource").decode().splitlines()
+    assert versions == ["VERSION  ACTIVE", "1        no", "2        yes"]
     assert guest(served, "get-resource", "default/key/one")[0] == 1
     admin(served, "policy", "rollback", "--kind", "resource")
-    assert (
-        admin(served, "policy", "versions", "--kind", "resource").decode().startswith("1  (active)")
-    )
+    listed = json.loads(admin(served, "policy", "versions", "--kind", "resource", "-o", "json"))
+    assert listed == [{"active": True, "version": 1}, {"active": False, "version": 2}]
     assert guest(served, "get-resource", "default/key/one")[0] == 0
     old = admin(served, "policy", "get", "--kind", "resource", "--version", "2").decode()
     assert old == deny.read_text()
@@ -205,8 +208,8 @@ def test_audit_log_records_and_verifies(served: ServedBroker, tmp_path: Path) ->
     assert guest(served, "get-resource", "default/key/one")[0] == 1
     log = tmp_path / "audit.jsonl"
     key = tmp_path / "audit.pem"
-    admin(served, "audit", "export", "--output", str(log))
-    admin(served, "audit", "public-key", "--output", str(key))
+    admin(served, "audit", "export", "--out", str(log))
+    admin(served, "audit", "public-key", "--output", str(key))  # the former spelling still works
     entries = [json.loads(line) for line in log.read_text().splitlines()]
     kinds = [e["kind"] for e in entries]
     assert kinds.count("attestation") == 2 and "release" in kinds and "denial" in kinds
@@ -215,7 +218,7 @@ def test_audit_log_records_and_verifies(served: ServedBroker, tmp_path: Path) ->
     assert all(e["actor"] == "admin" for e in entries if e["kind"] == "admin")
     # Nothing secret in the log.
     assert '"v"' not in log.read_text()
-    ok = run_cli("audit", "verify", str(log), "--public-key", str(key))
+    ok = run_cli("audit", "verify", str(log), "--audit-key", str(key))
     assert ok.returncode == 0 and ok.stdout.startswith(f"ok: {len(entries)} entries".encode())
     # An edit is found at its entry.
     lines = log.read_text().splitlines()

@@ -188,7 +188,7 @@ class Writer(threading.Thread):
                         f"{url}/kbs/v0/resource/{name}",
                         content=value_of(name),
                         headers={
-                            **self.keys.admin_headers(),
+                            **self.keys.admin_headers(url),
                             "Content-Type": "application/octet-stream",
                         },
                     )
@@ -405,7 +405,7 @@ def test_postgres_restart_broker_recovers_without_restart(
                 http.post(
                     f"{url}/kbs/v0/resource/default/key/outage",
                     content=b"x",
-                    headers=keys.admin_headers(),
+                    headers=keys.admin_headers(url),
                 )
             )
             assert_clean_5xx(http.get(f"{url}/healthz"))

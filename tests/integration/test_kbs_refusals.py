@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -68,11 +68,8 @@ def http() -> Iterator[httpx.Client]:
 
 
 @pytest.fixture
-def admin_headers(broker: LiveBroker) -> dict[str, str]:
-    from custodes.admin_client import load_admin_key
-
-    key = load_admin_key(broker.data_dir / "admin-key.pem")
-    return {"Authorization": f"Bearer {admin_token(key)}"}
+def admin_headers(broker: LiveBroker) -> Mapping[str, str]:
+    return broker.admin_headers()  # a fresh single-use token for each request
 
 
 def test_handshake_succeeds_and_challenge_shape(broker: LiveBroker, http: httpx.Client) -> None:
@@ -161,7 +158,7 @@ def test_missing_token(broker: LiveBroker, http: httpx.Client) -> None:
 
 
 def test_forged_token(
-    broker: LiveBroker, http: httpx.Client, admin_headers: dict[str, str]
+    broker: LiveBroker, http: httpx.Client, admin_headers: Mapping[str, str]
 ) -> None:
     http.post(f"{broker.url}/kbs/v0/resource/{SECRET}", content=b"x", headers=admin_headers)
     with KbsClient(broker.url, SampleAttester()) as guest:
@@ -192,7 +189,7 @@ def _b64(part: str) -> bytes:
 
 
 def test_expired_token(
-    broker: LiveBroker, http: httpx.Client, admin_headers: dict[str, str]
+    broker: LiveBroker, http: httpx.Client, admin_headers: Mapping[str, str]
 ) -> None:
     http.post(f"{broker.url}/kbs/v0/resource/{SECRET}", content=b"x", headers=admin_headers)
     with KbsClient(broker.url, SampleAttester()) as guest:
@@ -230,21 +227,22 @@ def test_admin_jwt_refusals(broker: LiveBroker, http: httpx.Client) -> None:
     from custodes.admin_client import load_admin_key
 
     key = load_admin_key(broker.data_dir / "admin-key.pem")
-    expired = admin_token(key, lifetime=-3600)
+    expired = admin_token(key, audience=broker.url, lifetime=-3600)
     assert_error(
         http.get(url, headers={"Authorization": f"Bearer {expired}"}),
         401,
         "AdminAuthAccess",
         "expired",
     )
-    forever = admin_token(key, lifetime=10 * 365 * 86400)
+    forever = admin_token(key, audience=broker.url, lifetime=10 * 365 * 86400)
     assert_error(
         http.get(url, headers={"Authorization": f"Bearer {forever}"}),
         401,
         "AdminAuthAccess",
         "lifetime",
     )
-    assert http.get(url, headers={"Authorization": f"Bearer {admin_token(key)}"}).status_code == 200
+    good = admin_token(key, audience=broker.url)
+    assert http.get(url, headers={"Authorization": f"Bearer {good}"}).status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -262,7 +260,7 @@ def test_admin_jwt_refusals(broker: LiveBroker, http: httpx.Client) -> None:
     ],
 )
 def test_bad_resource_paths(
-    broker: LiveBroker, http: httpx.Client, admin_headers: dict[str, str], path: str
+    broker: LiveBroker, http: httpx.Client, admin_headers: Mapping[str, str], path: str
 ) -> None:
     # httpx normalises "..": send the raw target as given.
     r = http.post(
@@ -280,7 +278,7 @@ def test_bad_resource_paths(
 
 
 def test_body_over_the_limit(
-    broker: LiveBroker, http: httpx.Client, admin_headers: dict[str, str]
+    broker: LiveBroker, http: httpx.Client, admin_headers: Mapping[str, str]
 ) -> None:
     limit = broker.broker.config.limits.max_body_bytes
     r = http.post(f"{broker.url}/kbs/v0/auth", content=b" " * (limit + 1))
@@ -331,7 +329,7 @@ def test_unknown_endpoint_and_method(broker: LiveBroker, http: httpx.Client) -> 
 
 
 def test_policy_upload_refusals(
-    broker: LiveBroker, http: httpx.Client, admin_headers: dict[str, str]
+    broker: LiveBroker, http: httpx.Client, admin_headers: Mapping[str, str]
 ) -> None:
     url = f"{broker.url}/kbs/v0/resource-policy"
     import base64
@@ -351,7 +349,7 @@ def test_policy_upload_refusals(
 
 
 def test_reference_value_refusals(
-    broker: LiveBroker, http: httpx.Client, admin_headers: dict[str, str]
+    broker: LiveBroker, http: httpx.Client, admin_headers: Mapping[str, str]
 ) -> None:
     url = f"{broker.url}/kbs/v0/reference-value"
     assert_error(
@@ -363,7 +361,7 @@ def test_reference_value_refusals(
 
 
 def test_resource_not_found_only_after_policy(
-    broker: LiveBroker, http: httpx.Client, admin_headers: dict[str, str]
+    broker: LiveBroker, http: httpx.Client, admin_headers: Mapping[str, str]
 ) -> None:
     with KbsClient(broker.url, SampleAttester()) as guest:
         token = guest.attest().value

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from custodes._internal.clock import FrozenClock
 from custodes._internal.kbs_http import KbsRequestError
-from custodes.admin_client import AdminClient, admin_token
+from custodes.admin_client import AdminClient, operator_audience
 from custodes.guest.attester.sample import SampleAttester
 from custodes.guest.kbs_client import KbsClient
 from custodes.kbs.app import create_app
@@ -30,6 +30,7 @@ from custodes.kbs.config import (
 from custodes.kbs.keys import write_public_pem
 from custodes.kbs.server import serve_in_thread
 from custodes.protocol.resource import ResourcePath
+from live_broker import AdminHeaders
 
 SAMPLE_RVS = {
     "svn": ["1"],
@@ -62,9 +63,12 @@ class World:
     def admin(self, who: str, tenant: str) -> AdminClient:
         return AdminClient(self.base(tenant), self.keys[who], subject=who)
 
-    def bearer(self, who: str) -> dict[str, str]:
-        key = self.operator if who == "operator" else self.keys[who]
-        return {"Authorization": f"Bearer {admin_token(key, subject=who)}"}
+    def bearer(self, who: str, tenant: str | None = None) -> AdminHeaders:
+        """Fresh single-use tokens of ``who`` for ``tenant``'s URL (the operator's: the
+        operator API's)."""
+        if who == "operator":
+            return AdminHeaders(self.operator, operator_audience(self.url), subject=who)
+        return AdminHeaders(self.keys[who], self.base(tenant or who.split("-")[0]), subject=who)
 
 
 @pytest.fixture
@@ -124,11 +128,12 @@ ADMIN_CALLS = [
     ("POST", "reference-value", {"type": "sample", "payload": "e30="}),
     ("GET", "identities", None),
     ("POST", "identities", {"subject": "x", "role": "admin", "public_key": "-"}),
+    ("DELETE", "identities/insurer-admin", None),
 ]
 
 
 def call(w: World, who: str, tenant: str, method: str, path: str, body: object) -> httpx.Response:
-    kwargs: dict[str, object] = {"headers": w.bearer(who)}
+    kwargs: dict[str, object] = {"headers": w.bearer(who, tenant)}
     if isinstance(body, bytes):
         kwargs["content"] = body
     elif body is not None:
@@ -204,7 +209,7 @@ def test_auditor_reads_but_cannot_change(world: World) -> None:
         assert r.status_code == 200, (path, r.text)
     for method, path, body in writes:
         r = call(world, "bank-auditor", "bank", method, path, body)
-        assert r.status_code == 401 and variant(r) == "AdminAuthAccess", (path, r.text)
+        assert r.status_code == 403 and variant(r) == "AdminAuthAccess", (path, r.text)
         assert "may not change" in r.json()["detail"]
 
 
@@ -299,3 +304,36 @@ def test_database_file_holds_no_plaintext(world: World) -> None:
     for _, _, value in rows:
         for needle in needles:
             assert needle not in bytes(value)
+
+
+def test_each_tenants_export_ends_with_its_own_signed_checkpoint(world: World) -> None:
+    """Audit checkpoints per tenant (docs/audit.md): each export ends with a checkpoint naming
+    its tenant and who exported; neither a tenant's checkpoint nor its whole export passes as
+    another tenant's."""
+    import io
+    import json
+
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from custodes.audit.errors import AuditWrongStream
+    from custodes.audit.log import key_id, verify_jsonl
+
+    exports: dict[str, bytes] = {}
+    for tenant, who in (("bank", "bank-auditor"), ("insurer", "insurer-admin")):
+        with world.admin(who, tenant) as client:
+            exports[tenant] = client.export_audit()
+            public = serialization.load_pem_public_key(client.audit_public_key())
+        assert isinstance(public, ec.EllipticCurvePublicKey)
+        keys = {key_id(public): public}
+        last = json.loads(exports[tenant].splitlines()[-1])
+        assert last["kind"] == "checkpoint" and last["actor"] == who
+        assert last["stream"] == last["event"]["origin"] == tenant
+        report = verify_jsonl(io.BytesIO(exports[tenant]), keys, stream=tenant)
+        assert report.ok and report.complete, report
+    bank, insurer = (exports[t].splitlines() for t in ("bank", "insurer"))
+    report = verify_jsonl(io.BytesIO(exports["bank"]), keys, stream="insurer")
+    assert isinstance(report.error, AuditWrongStream) and report.first_bad_seq == 0
+    # insurer's entries, cut before their checkpoint, ended by bank's checkpoint instead.
+    spliced = b"\n".join([*insurer[:-1], bank[-1]]) + b"\n"
+    report = verify_jsonl(io.BytesIO(spliced), keys)
+    assert not report.ok and isinstance(report.error, AuditWrongStream)

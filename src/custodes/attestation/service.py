@@ -5,11 +5,15 @@ One evaluation is a checklist:
 1. The TEE is enabled (the insecure sample TEEs only when the broker allows them) and has a
    verifier.
 2. The init-data TOML, if sent, parses; its digest is computed.
-3. Device evidence (``additional_evidence``) is refused for now.
-4. The verifier checks the evidence, its binding to the session and to the init-data digest.
+3. Device evidence (``additional_evidence``, see ``composite.py``) parses; a device TEE is
+   never the session's own TEE.
+4. The verifier checks the evidence, its binding to the session and to the init-data digest;
+   then each device's verifier checks its evidence and its binding (the device digest).
 5. The annotated evidence is built exactly as Trustee builds it (§3.4 of the reference).
-6. The attestation policy ``default_<tee class>`` turns it into AR4SI trust claims, reading
-   reference values through ``query_reference_value``; its ``extensions`` join the appraisal.
+6. The attestation policy ``<policy id>_<tee class>`` (``default_cpu`` unless the client's
+   policy selector chose another id) turns it into AR4SI trust claims, reading reference
+   values through ``query_reference_value``; its ``extensions`` join the appraisal, and
+   ``ear.appraisal-policy-id`` names the id.
 7. The appraisal gets its status (worst tier of the vector).
 8. The EAR is signed.
 """
@@ -22,6 +26,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from custodes.attestation.composite import (
+    compact_for_token,
+    device_runtime_data_claims,
+    parse_additional_evidence,
+)
 from custodes.attestation.ear import (
     Ar4siStatus,
     EarSigner,
@@ -49,6 +58,7 @@ logger = logging.getLogger(__name__)
 
 POLICY_ID: Final = "default"
 DEFAULT_CPU_POLICY_ID: Final = "default_cpu"
+DEFAULT_GPU_POLICY_ID: Final = "default_gpu"
 _STATUS: Final = "ear.status"
 _VECTOR: Final = "ear.trustworthiness-vector"
 _POLICY_ID_CLAIM: Final = "ear.appraisal-policy-id"
@@ -130,18 +140,23 @@ class AttestationService:
         self._signer = signer
         self._allow_sample = allow_sample_tee
         policies.ensure_default(DEFAULT_CPU_POLICY_ID, default_policy(DEFAULT_CPU_POLICY_ID))
+        policies.ensure_default(DEFAULT_GPU_POLICY_ID, default_policy(DEFAULT_GPU_POLICY_ID))
 
     def _query_reference_value(self, name: Json) -> Json:
         return self._rvps.query(name) if isinstance(name, str) else None
 
-    def _appraise(self, tee: Tee, verified: VerifiedClaims, annotated: JsonObject) -> JsonObject:
-        policy_id = f"{POLICY_ID}_{verified.tee_class}"
-        policy = self._policies.get(policy_id)
-        if policy is None:
+    def _appraise(
+        self, tee: Tee, verified: VerifiedClaims, annotated: JsonObject, policy: str = POLICY_ID
+    ) -> JsonObject:
+        # ``policy`` is the requested id (the broker's policy selector); upstream suffixes it
+        # with the evidence's class and names the requested id in the appraisal.
+        policy_id = f"{policy}_{verified.tee_class}"
+        policy_text = self._policies.get(policy_id)
+        if policy_text is None:
             raise PolicyError(f"no attestation policy {policy_id!r} for {tee} evidence")
         builtins = {"query_reference_value": (1, self._query_reference_value)}
         results = RegoEngine.evaluate_rules(
-            policy, (_TRUST_CLAIMS, _EXTENSIONS), input=annotated, builtins=builtins
+            policy_text, (_TRUST_CLAIMS, _EXTENSIONS), input=annotated, builtins=builtins
         )
         if results[_TRUST_CLAIMS] is UNDEFINED:
             raise PolicyError(f"policy {policy_id!r} does not define trust_claims")
@@ -150,17 +165,21 @@ class AttestationService:
         appraisal: JsonObject = {
             _STATUS: str(appraisal_status(vector)),
             _VECTOR: vector,
-            _POLICY_ID_CLAIM: POLICY_ID,
+            _POLICY_ID_CLAIM: policy,
             _EVIDENCE: annotated,
         }
         appraisal.update(extensions)
         return appraisal
 
     def _explain(
-        self, item: VerifiedClaims, annotated: JsonObject, appraisal: JsonObject
+        self,
+        item: VerifiedClaims,
+        annotated: JsonObject,
+        appraisal: JsonObject,
+        policy_id: str = POLICY_ID,
     ) -> JsonObject:
         """The failed conditions behind every trust claim that is not affirming."""
-        policy = self._policies.get(f"{POLICY_ID}_{item.tee_class}") or ""
+        policy = self._policies.get(f"{policy_id}_{item.tee_class}") or ""
         vector = appraisal[_VECTOR]
         weak = {
             name: v
@@ -181,6 +200,25 @@ class AttestationService:
             for name, value in weak.items()
         }
 
+    def _verify_devices(
+        self, devices: list[tuple[Tee, Json]], report_data: bytes | None
+    ) -> list[tuple[Tee, VerifiedClaims]]:
+        """Step 4 for each device: every one must verify, or the whole attestation fails."""
+        out: list[tuple[Tee, VerifiedClaims]] = []
+        for device, evidence in devices:
+            if device.insecure and not self._allow_sample:
+                raise UnsupportedTee(f"the {device} TEE proves nothing and is disabled")
+            verifier = self._verifiers.get(device)
+            if verifier is None or report_data is None:
+                raise UnsupportedTee(f"no verifier for device TEE {device} on this broker")
+            claims = verifier.verify(
+                VerificationRequest(tee=device, evidence=evidence, report_data=report_data)
+            )
+            if not claims:
+                raise VerificationError(f"the {device} verifier returned no claims")
+            out.extend((device, item) for item in claims)
+        return out
+
     def evaluate(
         self,
         *,
@@ -190,7 +228,11 @@ class AttestationService:
         runtime_data_claims: JsonObject,
         init_data_toml: str | None = None,
         additional_evidence: str = "",
+        policy_id: str = POLICY_ID,
+        device_report_data: bytes | None = None,
     ) -> AttestationOutcome:
+        """``device_report_data`` is the devices' binding digest; required with device
+        evidence."""
         # 1. The TEE is enabled and has a verifier.
         if tee.insecure and not self._allow_sample:
             raise UnsupportedTee(
@@ -203,8 +245,13 @@ class AttestationService:
         # 2. Init-data.
         init_data = InitData.parse(init_data_toml) if init_data_toml is not None else None
         # 3. Device evidence.
-        if additional_evidence:
-            raise UnsupportedTee("device evidence (additional_evidence) is not supported yet")
+        if tee.device:
+            raise UnsupportedTee(
+                f"{tee} is device evidence: send it as additional_evidence next to a CPU TEE"
+            )
+        devices = parse_additional_evidence(additional_evidence)
+        if devices and device_report_data is None:
+            raise UnsupportedTee("device evidence needs the devices' binding digest")
         # 4. Verification.
         verified = verifier.verify(
             VerificationRequest(
@@ -216,30 +263,37 @@ class AttestationService:
         )
         if not verified:
             raise VerificationError(f"the {tee} verifier returned no claims")
+        entries = [(tee, item) for item in verified]
+        entries += self._verify_devices(devices, device_report_data)
         init_data_claims = init_data.claims() if init_data is not None else None
         # 5-7. Annotated evidence, policy, appraisal: one submodule per piece of evidence.
         submods: dict[str, JsonObject] = {}
         counts: dict[str, int] = {}
-        for item in verified:
+        for source, item in entries:
+            primary = source is tee
             annotated = annotated_evidence(
-                tee,
+                source,
                 item.claims,
-                init_data_claims=init_data_claims,
-                runtime_data_claims=runtime_data_claims,
+                init_data_claims=init_data_claims if primary else None,
+                runtime_data_claims=(
+                    runtime_data_claims
+                    if primary
+                    else device_runtime_data_claims(runtime_data_claims)
+                ),
             )
             index = counts.get(item.tee_class, 0)
             counts[item.tee_class] = index + 1
-            submods[f"{item.tee_class}{index}"] = self._appraise(tee, item, annotated)
+            submods[f"{item.tee_class}{index}"] = self._appraise(source, item, annotated, policy_id)
         status = worst_status(Ar4siStatus(a[_STATUS]) for a in submods.values())
         explanation: JsonObject | None = None
         if status is not Ar4siStatus.AFFIRMING:
             explanation = {
-                name: self._explain(item, a[_EVIDENCE], a)
-                for (name, a), item in zip(submods.items(), verified, strict=True)
+                name: self._explain(item, a[_EVIDENCE], a, policy_id)
+                for (name, a), (_, item) in zip(submods.items(), entries, strict=True)
                 if a[_STATUS] != Ar4siStatus.AFFIRMING
             }
         # 8. Sign.
-        token, claims = self._signer.sign(submods)
+        token, claims = self._signer.sign(compact_for_token(submods))
         logger.info(
             "attestation of %s evidence: %s (%s)",
             tee,
@@ -251,5 +305,5 @@ class AttestationService:
             claims=claims,
             status=status,
             explanation=explanation,
-            policy_version=self._policies.active_version(f"{POLICY_ID}_{verified[0].tee_class}"),
+            policy_version=self._policies.active_version(f"{policy_id}_{verified[0].tee_class}"),
         )

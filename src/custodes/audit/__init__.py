@@ -1,3 +1,3 @@
-"""Governance records: the hash-chained, signed audit log and what reads it; and the access
-matrix (:mod:`.rbac`, :mod:`.access_matrix`, :mod:`.render`): who can obtain which workload
-secret in plaintext, and how."""
+"""Governance records: the hash-chained, signed audit log and what reads it. The broker writes
+it (so this package sits below :mod:`custodes.kbs` and imports nothing of it); the offline
+access analysis of a cluster is :mod:`custodes.k8s.access`."""

@@ -110,3 +110,33 @@ class AuditAnchorMismatch(AuditChainError):
     anchor lies before the first entry given."""
 
     code = "audit-anchor-mismatch"
+
+
+class AuditEmpty(AuditChainError):
+    """No entries at all: an empty stream proves nothing, not even that the log was empty."""
+
+    code = "audit-empty"
+
+
+class AuditTailUncovered(AuditChainError):
+    """The stream does not end at a checkpoint: entries cut from its end would go unnoticed."""
+
+    code = "audit-tail-uncovered"
+
+
+class AuditCheckpointInvalid(AuditChainError):
+    """A checkpoint entry whose event is not a checkpoint (members, types)."""
+
+    code = "audit-checkpoint-invalid"
+
+
+class AuditCheckpointForeign(AuditChainError):
+    """A checkpoint whose origin names another stream (tenant) than the one it is in."""
+
+    code = "audit-checkpoint-foreign"
+
+
+class AuditCheckpointMismatch(AuditChainError):
+    """A checkpoint whose size or head is not that of the entries before it."""
+
+    code = "audit-checkpoint-mismatch"

@@ -28,9 +28,11 @@ names, digests (hex) and decisions instead. ``bytes`` and :class:`~custodes.type
 values are refused because they are not JSON.
 
 Verification (:func:`verify_chain`, :func:`verify_jsonl`) is a numbered checklist per entry;
-the report names the first bad entry and the error class says why. What cannot be detected
-without an anchor: entries removed from the end (the shortened chain is still a valid chain).
-Pass ``expected_head=(seq, hash)`` recorded earlier (from :meth:`AuditLog.head`) to detect it.
+the report names the first bad entry and the error class says why. Entries removed from the
+end leave a shorter chain that is still valid; signed checkpoints (:mod:`.checkpoint`) close
+that gap: every export ends with one, and verification requires the stream to end at one
+(``require_checkpoint``). An anchor ``expected_head=(seq, hash)`` recorded earlier (from
+:meth:`AuditLog.head`) still detects a whole log rewritten by the key's holder.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import re
 import secrets
 import threading
@@ -61,11 +64,18 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 
 from custodes._internal.b64 import b64url_decode, b64url_encode
 from custodes._internal.clock import Clock
+from custodes.audit.checkpoint import (
+    Checkpoint,
+    CheckpointPolicy,
+    CheckpointReason,
+    parse_checkpoint,
+)
 from custodes.audit.errors import (
     AuditAnchorMismatch,
     AuditAppendConflict,
     AuditChainError,
     AuditChainForked,
+    AuditEmpty,
     AuditEntryEdited,
     AuditEntryMalformed,
     AuditEntryMissing,
@@ -73,14 +83,17 @@ from custodes.audit.errors import (
     AuditEventInvalid,
     AuditSignatureInvalid,
     AuditStreamInvalid,
+    AuditTailUncovered,
     AuditTimeReversed,
     AuditTruncated,
     AuditUnknownKey,
     AuditWrongStream,
 )
-from custodes.errors import ConfigError
+from custodes.errors import ConfigError, StorageError
 from custodes.storage.base import Store
 from custodes.types.json import Json, JsonObject
+
+logger = logging.getLogger(__name__)
 
 BROKER_STREAM: Final = "_broker"
 """The stream of broker-level events (tenant creation, operator actions)."""
@@ -120,6 +133,8 @@ class AuditKind(StrEnum):
     RELEASE = "release"
     DENIAL = "denial"
     TENANT = "tenant"
+    CHECKPOINT = "checkpoint"
+    """Written by the log itself (:mod:`.checkpoint`); :meth:`AuditLog.append` refuses it."""
 
 
 # --- small codecs ---------------------------------------------------------------------------
@@ -372,6 +387,12 @@ def _signature_ok(key: ec.EllipticCurvePublicKey, digest: bytes, sig: str) -> bo
 
 def _event_copy(event: object) -> JsonObject:
     """A detached, canonicalisable copy of ``event``, or ``AuditEventInvalid``."""
+    return _prepare_event(event)[0]
+
+
+def _prepare_event(event: object) -> tuple[JsonObject, bytes]:
+    """A detached copy of ``event`` and its JCS bytes (computed once per entry), or
+    ``AuditEventInvalid``."""
     if not isinstance(event, dict):
         raise AuditEventInvalid("an audit event must be a JSON object")
     try:
@@ -387,7 +408,118 @@ def _event_copy(event: object) -> JsonObject:
     cid = copy.get(CORRELATION_ID_FIELD)
     if cid is not None and not _valid_cid(cid):
         raise AuditEventInvalid(f"{CORRELATION_ID_FIELD} must match {_CID_RE.pattern}")
-    return copy
+    return copy, canonical
+
+
+# --- the canonical form of an entry, written directly -----------------------------------------
+#
+# An entry is an object whose members are known: JCS (RFC 8785) sorts them by name, and
+# every member but ``event`` and ``actor`` is an ASCII string without characters JSON escapes
+# (hex, base64url, digits, the stream's and kind's restricted alphabets) or an integer. So the
+# entry's canonical bytes are a fixed frame around the event's JCS bytes (computed once, by
+# rfc8785) and the actor's JSON string. The frame is checked equal to rfc8785's output of the
+# whole entry by property tests (tests/unit/audit/test_entry_encoding.py); rfc8785 remains
+# the only encoder verification uses.
+
+
+def _json_string(text: str) -> bytes:
+    """A JSON string as JCS writes it: Python's escaping with ``ensure_ascii=False`` is
+    ECMAScript's (the short escapes of backspace, form feed, newline, return and tab, other
+    controls as lowercase 6-character escapes, quote and backslash; nothing else). A lone
+    surrogate has no UTF-8 form and raises."""
+    return json.dumps(text, ensure_ascii=False).encode("utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class _Content:
+    """What a caller appends, checked and encoded in its own thread before it is queued."""
+
+    kind: AuditKind
+    actor: str | None
+    actor_json: bytes
+    event: JsonObject
+    event_json: bytes
+
+
+def _content(kind: AuditKind | str, actor: str | None, event: object) -> _Content:
+    try:
+        kind = AuditKind(kind)
+    except ValueError as e:
+        raise AuditEventInvalid(f"audit kind {kind!r} is not one of {list(AuditKind)}") from e
+    if not _valid_actor(actor):
+        raise AuditEventInvalid("the actor must be a subject (1 to 1024 characters) or None")
+    try:
+        actor_json = b"null" if actor is None else _json_string(actor)
+    except UnicodeEncodeError as e:
+        raise AuditEventInvalid("the actor is not valid Unicode") from e
+    copy, canonical = _prepare_event(event)
+    return _Content(kind, actor, actor_json, copy, canonical)
+
+
+def _frame(
+    content: _Content, *, seq: int, time: str, stream: str, prev: str, kid_json: bytes
+) -> tuple[bytes, bytes, bytes]:
+    """The canonical bytes of the signed part, split where ``hash`` and ``sig`` go."""
+    head = b'{"actor":' + content.actor_json + b',"event":' + content.event_json
+    middle = (
+        b',"kid":'
+        + kid_json
+        + b',"kind":"'
+        + content.kind.value.encode("ascii")
+        + b'","prev":"'
+        + prev.encode("ascii")
+        + b'","seq":'
+        + str(seq).encode("ascii")
+    )
+    tail = b',"stream":"' + stream.encode("ascii") + b'","time":"' + time.encode("ascii") + b'"}'
+    return head, middle, tail
+
+
+def _seal(
+    content: _Content,
+    *,
+    seq: int,
+    time_ms: int,
+    stream: str,
+    prev: str,
+    kid: str,
+    kid_json: bytes,
+    signing_key: ec.EllipticCurvePrivateKey,
+) -> tuple[AuditEntry, bytes]:
+    """Hash and sign one entry; the entry and its stored bytes (JCS of the whole entry)."""
+    if not 0 <= seq <= MAX_SEQ:
+        raise AuditEventInvalid(f"audit stream {stream!r} is full")
+    time_text = format_time(time_ms)
+    head, middle, tail = _frame(
+        content, seq=seq, time=time_text, stream=stream, prev=prev, kid_json=kid_json
+    )
+    digest = hashlib.sha256(head + middle + tail).digest()
+    digest_hex = digest.hex()
+    sig = _sign(signing_key, digest)
+    raw = (
+        head
+        + b',"hash":"'
+        + digest_hex.encode("ascii")
+        + b'"'
+        + middle
+        + b',"sig":"'
+        + sig.encode("ascii")
+        + b'"'
+        + tail
+    )
+    entry = AuditEntry(
+        seq=seq,
+        time=time_text,
+        stream=stream,
+        kind=content.kind,
+        actor=content.actor,
+        event=content.event,
+        prev=prev,
+        kid=kid,
+        hash=digest_hex,
+        sig=sig,
+    )
+    return entry, raw
 
 
 def build_entry(
@@ -404,28 +536,18 @@ def build_entry(
     """Hash and sign one entry (what :meth:`AuditLog.append` stores)."""
     _require_p256(signing_key, "the audit signing key")
     check_stream(stream)
-    try:
-        kind = AuditKind(kind)
-    except ValueError as e:
-        raise AuditEventInvalid(f"audit kind {kind!r} is not one of {list(AuditKind)}") from e
-    if not _valid_actor(actor):
-        raise AuditEventInvalid("the actor must be a subject (1 to 1024 characters) or None")
-    if not 0 <= seq <= MAX_SEQ:
-        raise AuditEventInvalid(f"audit stream {stream!r} is full")
-    unsigned = AuditEntry(
+    kid = key_id(signing_key.public_key())
+    entry, _ = _seal(
+        _content(kind, actor, event),
         seq=seq,
-        time=format_time(time_ms),
+        time_ms=time_ms,
         stream=stream,
-        kind=kind,
-        actor=actor,
-        event=_event_copy(event),
         prev=prev,
-        kid=key_id(signing_key.public_key()),
-        hash="",
-        sig="",
+        kid=kid,
+        kid_json=_json_string(kid),
+        signing_key=signing_key,
     )
-    digest = hashlib.sha256(_canonical(unsigned.signed_part())).digest()
-    return replace(unsigned, hash=digest.hex(), sig=_sign(signing_key, digest))
+    return entry
 
 
 # --- verification ---------------------------------------------------------------------------
@@ -439,8 +561,9 @@ class VerifyReport:
     the bad one otherwise) and ``head`` the ``(seq, hash)`` of the last good one. On failure
     ``first_bad_seq`` is the sequence number expected at the first bad position (everything
     before it verified) and ``error`` the :class:`AuditChainError` saying why. ``anchored``
-    tells whether an ``expected_head`` was checked: without one, entries removed from the end
-    cannot be detected.
+    tells whether an ``expected_head`` was checked. ``checkpoints`` counts the checkpoints
+    verified, ``checkpoint`` is the last of them, and ``complete`` says that the stream ends at
+    it (no entry after it), i.e. that its end is covered by a signature.
     """
 
     ok: bool
@@ -450,6 +573,9 @@ class VerifyReport:
     anchored: bool
     first_bad_seq: int | None = None
     error: AuditChainError | None = None
+    checkpoints: int = 0
+    checkpoint: AuditEntry | None = None
+    complete: bool = False
 
     @property
     def reason(self) -> str | None:
@@ -477,6 +603,7 @@ class _ChainVerifier:
         expected_head: tuple[int, str] | None,
         start_seq: int | None,
         stream: str | None,
+        require_checkpoint: bool,
     ) -> None:
         for kid, key in public_keys.items():
             _require_p256(key, f"audit key {kid!r}")
@@ -484,8 +611,11 @@ class _ChainVerifier:
         self._anchor = expected_head
         self._start = start_seq
         self._stream = stream
+        self._require_checkpoint = require_checkpoint
         self._first: AuditEntry | None = None
         self._last: AuditEntry | None = None
+        self._checkpoint: AuditEntry | None = None
+        self._checkpoints = 0
         self.count = 0
 
     @property
@@ -499,7 +629,7 @@ class _ChainVerifier:
         return 0 if self._start is None else self._start
 
     def check(self, item: object) -> None:
-        """Steps 1 to 9 for the next entry; raises the step's error."""
+        """Steps 1 to 10 for the next entry; raises the step's error."""
         expected = self.expected_seq
         if self._last is None and self._start is None:
             # A partial export of unknown start: its first entry sets where the chain starts.
@@ -547,7 +677,13 @@ class _ChainVerifier:
             raise AuditTimeReversed(
                 entry.seq, f"time goes backwards ({entry.time} before {last.time})"
             )
-        # 9. The anchor, where it falls inside the chain.
+        # 9. A checkpoint: for this stream, and its size and head are those of the entries
+        # before it (its signature is the entry's, checked in step 6).
+        if entry.kind is AuditKind.CHECKPOINT:
+            parse_checkpoint(seq=entry.seq, stream=stream, prev=entry.prev, event=entry.event)
+            self._checkpoint = entry
+            self._checkpoints += 1
+        # 10. The anchor, where it falls inside the chain.
         if self._anchor is not None and entry.seq == self._anchor[0]:
             if not hmac.compare_digest(entry.hash, self._anchor[1]):
                 raise AuditAnchorMismatch(
@@ -560,7 +696,35 @@ class _ChainVerifier:
         self.count += 1
 
     def finish(self) -> None:
-        """10. Entries missing at the end, against the anchor."""
+        """Steps 11 to 13, at the end of the stream."""
+        self._finish_anchor()
+        last = self._last
+        # 12. Something to verify: an empty stream proves nothing, not even emptiness.
+        if last is None:
+            raise AuditEmpty(self.expected_seq, "no entries: an empty stream proves nothing")
+        # 13. The end is signed: the last entry is a checkpoint, so a stream cut short is seen.
+        if not self._require_checkpoint or last.kind is AuditKind.CHECKPOINT:
+            return
+        cp = self._checkpoint
+        if cp is None:
+            why = (
+                f"no checkpoint: nothing signed says the stream ends at entry {last.seq}; "
+                "entries cut from its end would go unnoticed"
+            )
+        else:
+            after = (
+                f"entry {last.seq} comes"
+                if last.seq == cp.seq + 1
+                else f"entries {cp.seq + 1}..{last.seq} come"
+            )
+            why = (
+                f"{after} after the last checkpoint (entry {cp.seq}): the stream does not end "
+                "at a checkpoint, so entries cut from its end would go unnoticed"
+            )
+        raise AuditTailUncovered(last.seq + 1, why)
+
+    def _finish_anchor(self) -> None:
+        """11. Entries missing at the end, against the anchor."""
         if self._anchor is None:
             return
         anchor_seq = self._anchor[0]
@@ -590,6 +754,9 @@ class _ChainVerifier:
             anchored=self._anchor is not None,
             first_bad_seq=None if failure is None else failure.seq,
             error=failure,
+            checkpoints=self._checkpoints,
+            checkpoint=self._checkpoint,
+            complete=last is not None and last is self._checkpoint,
         )
 
 
@@ -628,12 +795,15 @@ def _verify_items(
     expected_head: tuple[int, str] | None,
     start_seq: int | None,
     stream: str | None,
+    require_checkpoint: bool,
 ) -> VerifyReport:
     if start_seq is not None and not 0 <= start_seq <= MAX_SEQ:
         raise ConfigError("the start must be a sequence number")
     if stream is not None:
         check_stream(stream)
-    verifier = _ChainVerifier(public_keys, _check_anchor(expected_head), start_seq, stream)
+    verifier = _ChainVerifier(
+        public_keys, _check_anchor(expected_head), start_seq, stream, require_checkpoint
+    )
     rest: Iterator[object] = iter(items)
     for item in rest:
         try:
@@ -682,6 +852,7 @@ def verify_chain(
     expected_head: tuple[int, str] | None = None,
     start_seq: int | None = 0,
     stream: str | None = None,
+    require_checkpoint: bool = True,
 ) -> VerifyReport:
     """Verify entries (parsed JSON objects, in file order) against trusted keys by ``kid``.
 
@@ -691,10 +862,18 @@ def verify_chain(
     where); its first entry's ``prev`` cannot be checked. ``stream``, when given, is the
     stream every entry must belong to (else the first entry's). ``expected_head`` is an
     anchor ``(seq, hash)`` recorded earlier: with it, entries missing at the end are detected,
-    and so is a rewritten log whose entry ``seq`` differs.
+    and so is a rewritten log whose entry ``seq`` differs. Every checkpoint met is checked,
+    and with ``require_checkpoint`` (the default) the entries must end at one, so that entries
+    cut from the end are detected without an anchor; ``False`` accepts an uncovered tail (the
+    report's ``complete`` then says whether the end was covered). No entries at all is refused.
     """
     return _verify_items(
-        entries, public_keys, expected_head=expected_head, start_seq=start_seq, stream=stream
+        entries,
+        public_keys,
+        expected_head=expected_head,
+        start_seq=start_seq,
+        stream=stream,
+        require_checkpoint=require_checkpoint,
     )
 
 
@@ -734,10 +913,16 @@ def verify_jsonl(
     expected_head: tuple[int, str] | None = None,
     start_seq: int | None = 0,
     stream: str | None = None,
+    require_checkpoint: bool = True,
 ) -> VerifyReport:
     """Verify an export (JSON Lines, one entry per line) as :func:`verify_chain`, streaming."""
     return _verify_items(
-        read_lines(fp), public_keys, expected_head=expected_head, start_seq=start_seq, stream=stream
+        read_lines(fp),
+        public_keys,
+        expected_head=expected_head,
+        start_seq=start_seq,
+        stream=stream,
+        require_checkpoint=require_checkpoint,
     )
 
 
@@ -747,15 +932,25 @@ def verify_jsonl(
 class AuditLog:
     """Appends to and reads the audit streams kept in a :class:`Store`."""
 
-    def __init__(self, store: Store, signing_key: ec.EllipticCurvePrivateKey, clock: Clock) -> None:
+    def __init__(
+        self,
+        store: Store,
+        signing_key: ec.EllipticCurvePrivateKey,
+        clock: Clock,
+        *,
+        checkpoints: CheckpointPolicy | None = None,
+    ) -> None:
         _require_p256(signing_key, "the audit signing key")
         self._store = store
         self._key = signing_key
         self._clock = clock
+        self._policy = checkpoints if checkpoints is not None else CheckpointPolicy()
         self.kid = key_id(signing_key.public_key())
         # Serialises this process's appenders (no wasted signatures); other processes and
         # replicas are kept apart by Store.insert.
         self._lock = threading.Lock()
+        # This process's latest checkpoint time per stream (ms), for the time rule only.
+        self._checkpoint_ms: dict[str, int] = {}
 
     @property
     def public_key(self) -> ec.EllipticCurvePublicKey:
@@ -774,31 +969,98 @@ class AuditLog:
 
         ``event`` must be a JSON object (at most 64 KiB canonical) and must never contain
         secret material. A string ``correlation_id`` in it is indexed for
-        :meth:`get_by_correlation_id`.
+        :meth:`get_by_correlation_id`. Checkpoints are not appended here (:meth:`checkpoint`).
         """
-        ns = NS_AUDIT_PREFIX + check_stream(stream)
+        check_stream(stream)
+        if kind == AuditKind.CHECKPOINT:
+            raise AuditEventInvalid("checkpoints are written by the audit log itself")
         with self._lock:
-            for attempt in range(MAX_APPEND_ATTEMPTS):
-                head = self._head_entry(stream)
-                now_ms = int(self._clock.now() * 1000)
-                entry = build_entry(
-                    seq=0 if head is None else head.seq + 1,
-                    # Never before the previous entry, whatever this clock says.
-                    time_ms=now_ms if head is None else max(now_ms, head.time_ms),
-                    stream=stream,
-                    kind=kind,
-                    actor=actor,
-                    event=event,
-                    prev=GENESIS_PREV if head is None else head.hash,
-                    signing_key=self._key,
-                )
-                if self._store.insert(
-                    ns, _seq_key(entry.seq), entry.to_bytes(), now=self._clock.now()
-                ):
-                    self._after_append(entry)
-                    return entry
-                # Another appender took this seq: back off a little, jittered, and retry.
-                time.sleep(secrets.randbelow(500) * 1e-6 * min(attempt + 1, 8))
+            entry = self._insert(stream, lambda _head: (kind, actor, event))
+            if entry is None:  # pragma: no cover - the maker above always gives content
+                raise AuditEventInvalid("nothing to append")
+            self._maybe_checkpoint(entry)
+            return entry
+
+    def checkpoint(
+        self,
+        stream: str,
+        *,
+        reason: CheckpointReason = CheckpointReason.EXPORT,
+        actor: str | None = None,
+    ) -> AuditEntry:
+        """Append a signed checkpoint committing to every entry before it; returns it."""
+        check_stream(stream)
+        with self._lock:
+            entry = self._insert(stream, self._checkpoint_maker(stream, reason, actor))
+        if entry is None:  # pragma: no cover - only periodic checkpoints are ever skipped
+            raise AuditEventInvalid("no checkpoint was written")
+        return entry
+
+    def _checkpoint_maker(
+        self, stream: str, reason: CheckpointReason, actor: str | None
+    ) -> Callable[[AuditEntry | None], tuple[AuditKind, str | None, JsonObject] | None]:
+        def make(head: AuditEntry | None) -> tuple[AuditKind, str | None, JsonObject] | None:
+            # A periodic checkpoint right after another one (a replica was faster) adds
+            # nothing; an export's always gets its own, stamped with the export's time.
+            if reason is not CheckpointReason.EXPORT and (
+                head is None or head.kind is AuditKind.CHECKPOINT
+            ):
+                return None
+            event = Checkpoint(
+                origin=stream,
+                size=0 if head is None else head.seq + 1,
+                head=GENESIS_PREV if head is None else head.hash,
+                reason=reason,
+            ).to_event()
+            return AuditKind.CHECKPOINT, actor, event
+
+        return make
+
+    def _maybe_checkpoint(self, entry: AuditEntry) -> None:
+        """The periodic checkpoint after ``entry``, if one is due (caller holds the lock)."""
+        now_ms = int(self._clock.now() * 1000)
+        last_ms = self._checkpoint_ms.setdefault(entry.stream, now_ms)
+        reason = self._policy.due(seq=entry.seq, now_ms=now_ms, last_ms=last_ms)
+        if reason is None:
+            return
+        try:
+            self._insert(entry.stream, self._checkpoint_maker(entry.stream, reason, None))
+        except (StorageError, AuditEventInvalid) as e:
+            # The entry itself is stored: failing its caller now would refuse an action that
+            # is already on record. The next rule, or the next export, writes the checkpoint.
+            logger.warning("audit stream %s: periodic checkpoint not written: %s", entry.stream, e)
+
+    def _insert(
+        self,
+        stream: str,
+        make: Callable[[AuditEntry | None], tuple[AuditKind | str, str | None, JsonObject] | None],
+    ) -> AuditEntry | None:
+        """Append what ``make(head)`` gives after the current head (``None``: nothing to add),
+        retrying on a lost race; the caller holds the lock."""
+        ns = NS_AUDIT_PREFIX + stream
+        for attempt in range(MAX_APPEND_ATTEMPTS):
+            head = self._head_entry(stream)
+            content = make(head)
+            if content is None:
+                return None
+            kind, actor, event = content
+            now_ms = int(self._clock.now() * 1000)
+            entry = build_entry(
+                seq=0 if head is None else head.seq + 1,
+                # Never before the previous entry, whatever this clock says.
+                time_ms=now_ms if head is None else max(now_ms, head.time_ms),
+                stream=stream,
+                kind=kind,
+                actor=actor,
+                event=event,
+                prev=GENESIS_PREV if head is None else head.hash,
+                signing_key=self._key,
+            )
+            if self._store.insert(ns, _seq_key(entry.seq), entry.to_bytes(), now=self._clock.now()):
+                self._after_append(entry)
+                return entry
+            # Another appender took this seq: back off a little, jittered, and retry.
+            time.sleep(secrets.randbelow(500) * 1e-6 * min(attempt + 1, 8))
         raise AuditAppendConflict(
             f"audit stream {stream!r}: no free sequence number after {MAX_APPEND_ATTEMPTS} attempts"
         )
@@ -806,6 +1068,8 @@ class AuditLog:
     def _after_append(self, entry: AuditEntry) -> None:
         # Derived data: a crash before these writes leaves a stale hint (an append probes
         # past it) or a missing index entry (rebuild_index restores it).
+        if entry.kind is AuditKind.CHECKPOINT:
+            self._checkpoint_ms[entry.stream] = entry.time_ms
         self._store.set(NS_HEAD, entry.stream, str(entry.seq).encode("ascii"))
         cid = entry.event.get(CORRELATION_ID_FIELD)
         if isinstance(cid, str):
@@ -845,6 +1109,11 @@ class AuditLog:
         """``(seq, hash)`` of the last entry: the anchor to record for later verification."""
         entry = self._head_entry(check_stream(stream))
         return None if entry is None else (entry.seq, entry.hash)
+
+    def entry(self, stream: str, seq: int) -> AuditEntry | None:
+        """Entry ``seq`` as stored (parsed, not verified), by key: no listing of the stream
+        (the dashboard reads new entries one by one after the head it last saw)."""
+        return self._read(check_stream(stream), seq)
 
     def _raw(self, stream: str, since_seq: int, limit: int | None) -> Iterator[tuple[int, bytes]]:
         ns = NS_AUDIT_PREFIX + check_stream(stream)
@@ -914,10 +1183,28 @@ class AuditLog:
                 added += 1
         return added
 
-    def export(self, stream: str, fp: IO[bytes], *, since_seq: int = 0) -> int:
-        """Write the stream as JSON Lines, the stored bytes verbatim; the number of lines."""
+    def export(
+        self,
+        stream: str,
+        fp: IO[bytes],
+        *,
+        since_seq: int = 0,
+        checkpoint: bool = True,
+        actor: str | None = None,
+    ) -> int:
+        """Write the stream as JSON Lines, the stored bytes verbatim; the number of lines.
+
+        With ``checkpoint`` (the default) a checkpoint is appended first (``actor``: who
+        exports) and the export stops at it, whatever other appenders add meanwhile, so the
+        file ends with a signature over its own size and head.
+        """
+        end: int | None = None
+        if checkpoint:
+            end = self.checkpoint(stream, reason=CheckpointReason.EXPORT, actor=actor).seq
         count = 0
-        for _, raw in self._raw(stream, since_seq, None):
+        for seq, raw in self._raw(stream, since_seq, None):
+            if end is not None and seq > end:
+                break
             fp.write(raw + b"\n")
             count += 1
         return count
@@ -928,8 +1215,14 @@ class AuditLog:
         public_keys: Mapping[str, ec.EllipticCurvePublicKey] | None = None,
         *,
         expected_head: tuple[int, str] | None = None,
+        require_checkpoint: bool = False,
     ) -> VerifyReport:
-        """Verify the stored chain (this log's key unless ``public_keys`` is given)."""
+        """Verify the stored chain (this log's key unless ``public_keys`` is given).
+
+        A live stream normally has entries after its latest checkpoint, so by default its end
+        need not be one (``report.complete`` says whether it is); every checkpoint in it is
+        still checked.
+        """
 
         def items() -> Iterator[object]:
             for _, raw in self._raw(stream, 0, None):
@@ -940,5 +1233,10 @@ class AuditLog:
 
         keys = self.public_keys() if public_keys is None else public_keys
         return _verify_items(
-            items(), keys, expected_head=expected_head, start_seq=0, stream=check_stream(stream)
+            items(),
+            keys,
+            expected_head=expected_head,
+            start_seq=0,
+            stream=check_stream(stream),
+            require_checkpoint=require_checkpoint,
         )

@@ -17,8 +17,20 @@ def add_url(p: argparse.ArgumentParser, *, required_what: str = "broker") -> Non
         default=os.environ.get("CUSTODES_URL"),
         help=f"base URL of the {required_what}, e.g. http://127.0.0.1:8080 (env CUSTODES_URL)",
     )
+    add_cacert(p)
+
+
+CACERT_ENV = "CUSTODES_CACERT"
+
+
+def add_cacert(p: argparse.ArgumentParser) -> None:
+    """``--cacert``, defaulting to ``$CUSTODES_CACERT`` like ``--url`` to ``$CUSTODES_URL``."""
     p.add_argument(
-        "--cacert", type=Path, help="CA certificate (PEM) that signed the broker's TLS certificate"
+        "--cacert",
+        type=Path,
+        default=os.environ.get(CACERT_ENV),
+        metavar="PEM",
+        help="CA certificate that signed the broker's TLS certificate (env CUSTODES_CACERT)",
     )
 
 
@@ -46,13 +58,19 @@ def resource_arg(text: str) -> ResourcePath:
         raise argparse.ArgumentTypeError(str(e)) from e
 
 
-def write_output(data: bytes, output: Path | None) -> None:
+def write_output(data: bytes, output: Path | None, *, private: bool = True) -> None:
+    """``data`` to stdout, or to ``output`` complete or not at all (mode 0600 unless
+    ``private=False``; a missing directory or a directory target is an error)."""
     if output is None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
-    tmp = output.with_name(output.name + ".part")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, output)
+    from custodes._internal.atomic import write_atomic
+
+    write_atomic(output, data, private=private)
+
+
+def cacert_given(args: argparse.Namespace) -> bool:
+    """Whether ``--cacert`` was on the command line (not only ``$CUSTODES_CACERT``, which a
+    shell may set for every command)."""
+    return args.cacert is not None and str(args.cacert) != os.environ.get(CACERT_ENV)

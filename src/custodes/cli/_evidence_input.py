@@ -16,40 +16,15 @@ import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
+from functools import cache
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from custodes._internal.clock import Clock, FrozenClock, SystemClock
 from custodes.attestation.initdata import MAX_INITDATA_BYTES, InitData
-from custodes.attestation.verifiers.azure import (
-    AzSnpVtpmVerifier,
-    AzTdxVtpmVerifier,
-    AzureVerifierConfig,
-)
-from custodes.attestation.verifiers.azure.errors import HclBindingMismatch
 from custodes.attestation.verifiers.base import VerificationRequest, VerifiedClaims, Verifier
-from custodes.attestation.verifiers.sample import SampleVerifier
-from custodes.attestation.verifiers.snp import SnpVerifier, SnpVerifierConfig
-from custodes.attestation.verifiers.snp.errors import (
-    HwIdMismatch,
-    ProcessorUnsupported,
-    ReportVersionUnsupported,
-    SignatureAlgorithmUnsupported,
-    TcbMismatch,
-    VekExtensionInvalid,
-    VekUnavailable,
-    VmplNotZero,
-)
-from custodes.attestation.verifiers.tdx import TdxVerifier, TdxVerifierConfig
-from custodes.attestation.verifiers.tdx.errors import RtmrReplayMismatch
-from custodes.attestation.verifiers.tpm import TpmVerifier
-from custodes.attestation.verifiers.tpm.errors import (
-    AkPublicKeyInvalid,
-    PcrDigestMismatch,
-    PcrSelectionUnsupported,
-    QuoteHeaderInvalid,
-)
+from custodes.cli._output import rfc3339 as rfc3339  # re-exported for its users
 from custodes.errors import (
     BindingMismatch,
     ChainInvalid,
@@ -64,9 +39,14 @@ from custodes.errors import (
     VerificationError,
 )
 from custodes.protocol.binding import DEFAULT_HASH_ALGORITHM, HashAlgorithm
-from custodes.protocol.messages import RuntimeData
 from custodes.types.json import Json
 from custodes.types.tee import Tee
+
+if TYPE_CHECKING:
+    from custodes.protocol.messages import RuntimeData
+
+# The verifiers (and with them cryptography and the TEE parsers) are imported when evidence is
+# verified or a failure reported, not to declare the options: `--help` stays light.
 
 SUPPORTED_TEES: Final = (
     Tee.SNP,
@@ -74,6 +54,7 @@ SUPPORTED_TEES: Final = (
     Tee.TPM,
     Tee.AZ_SNP_VTPM,
     Tee.AZ_TDX_VTPM,
+    Tee.NVIDIA,
     Tee.SAMPLE,
 )
 COLLATERAL_TEES: Final = frozenset({Tee.TDX, Tee.AZ_TDX_VTPM})
@@ -103,34 +84,64 @@ EVIDENCE_OPTIONS: Final = (
     "at",
 )
 
-# The checklist step each error class reports, most specific class first (looked up along the
-# class's MRO). The shared classes of custodes.errors name the generic steps.
-_STEPS: Final[dict[type[EvidenceError], str]] = {
-    ReportVersionUnsupported: "report-version",
-    SignatureAlgorithmUnsupported: "signature-algorithm",
-    VmplNotZero: "vmpl",
-    ProcessorUnsupported: "processor",
-    VekUnavailable: "vcek",
-    VekExtensionInvalid: "vcek-extensions",
-    HwIdMismatch: "vcek-extensions",
-    TcbMismatch: "vcek-extensions",
-    AkPublicKeyInvalid: "ak-public",
-    QuoteHeaderInvalid: "quote-header",
-    PcrSelectionUnsupported: "pcrs",
-    PcrDigestMismatch: "pcrs",
-    RtmrReplayMismatch: "event-log",
-    # Not the session binding: the hardware report does not bind the HCL's runtime data.
-    HclBindingMismatch: "hcl-binding",
-    MalformedEvidence: "parse",
-    CollateralError: "collateral",
-    ChainInvalid: "certificate-chain",
-    SignatureInvalid: "signature",
-    TcbError: "tcb",
-    BindingMismatch: "report-data",
-    InitDataMismatch: "init-data",
-    VerificationError: "verification",
-    EvidenceError: "evidence",
-}
+
+@cache
+def _steps() -> dict[type[EvidenceError], str]:
+    """The checklist step each error class reports, most specific class first (looked up along
+    the class's MRO). The shared classes of custodes.errors name the generic steps."""
+    from custodes.attestation.verifiers.azure.errors import HclBindingMismatch
+    from custodes.attestation.verifiers.nvidia.errors import (
+        ArchitectureUnsupported,
+        FwidMismatch,
+        SpdmMessageInvalid,
+    )
+    from custodes.attestation.verifiers.snp.errors import (
+        HwIdMismatch,
+        ProcessorUnsupported,
+        ReportVersionUnsupported,
+        SignatureAlgorithmUnsupported,
+        TcbMismatch,
+        VekExtensionInvalid,
+        VekUnavailable,
+        VmplNotZero,
+    )
+    from custodes.attestation.verifiers.tdx.errors import RtmrReplayMismatch
+    from custodes.attestation.verifiers.tpm.errors import (
+        AkPublicKeyInvalid,
+        PcrDigestMismatch,
+        PcrSelectionUnsupported,
+        QuoteHeaderInvalid,
+    )
+
+    return {
+        ReportVersionUnsupported: "report-version",
+        SignatureAlgorithmUnsupported: "signature-algorithm",
+        VmplNotZero: "vmpl",
+        ProcessorUnsupported: "processor",
+        VekUnavailable: "vcek",
+        VekExtensionInvalid: "vcek-extensions",
+        HwIdMismatch: "vcek-extensions",
+        TcbMismatch: "vcek-extensions",
+        AkPublicKeyInvalid: "ak-public",
+        QuoteHeaderInvalid: "quote-header",
+        PcrSelectionUnsupported: "pcrs",
+        PcrDigestMismatch: "pcrs",
+        RtmrReplayMismatch: "event-log",
+        ArchitectureUnsupported: "architecture",
+        SpdmMessageInvalid: "spdm-message",
+        FwidMismatch: "fwid",
+        # Not the session binding: the hardware report does not bind the HCL's runtime data.
+        HclBindingMismatch: "hcl-binding",
+        MalformedEvidence: "parse",
+        CollateralError: "collateral",
+        ChainInvalid: "certificate-chain",
+        SignatureInvalid: "signature",
+        TcbError: "tcb",
+        BindingMismatch: "report-data",
+        InitDataMismatch: "init-data",
+        VerificationError: "verification",
+        EvidenceError: "evidence",
+    }
 
 
 # --- the options ---------------------------------------------------------------------------
@@ -201,10 +212,6 @@ def timestamp(text: str) -> float:
         raise argparse.ArgumentTypeError(str(e)) from e
 
 
-def rfc3339(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
-
-
 def check_evidence_usage(
     args: argparse.Namespace, tee: Tee, fail: Callable[[str], None], *, missing_collateral: str
 ) -> None:
@@ -260,6 +267,8 @@ def _tee_pubkey(value: str) -> Json:
 def session_binding(args: argparse.Namespace) -> tuple[bytes, RuntimeData | None]:
     """The report data the evidence must bind: given, or recomputed as the broker does from
     the runtime data, returned too (``None`` with ``--report-data``)."""
+    from custodes.protocol.messages import RuntimeData
+
     if args.report_data is not None:
         digest: bytes = args.report_data
         return digest, None
@@ -269,6 +278,9 @@ def session_binding(args: argparse.Namespace) -> tuple[bytes, RuntimeData | None
         allow_rsa1_5=True,
     )
     alg = HashAlgorithm(args.hash) if args.hash else DEFAULT_HASH_ALGORITHM
+    if getattr(args, "tee", None) == Tee.NVIDIA.value:
+        # Device evidence binds the shorter {"nonce", "tee-pubkey"} object, as upstream's.
+        return runtime.device_digest(alg), runtime
     return runtime.digest(args.additional_evidence or "", alg), runtime
 
 
@@ -290,6 +302,17 @@ def build_verifier(
     tee: Tee, clock: Clock, *, collateral: Path | None = None, vcek_store: Path | None = None
 ) -> Verifier:
     """The broker's verifier for ``tee`` with every network source off."""
+    from custodes.attestation.verifiers.azure import (
+        AzSnpVtpmVerifier,
+        AzTdxVtpmVerifier,
+        AzureVerifierConfig,
+    )
+    from custodes.attestation.verifiers.nvidia import NvidiaVerifier, NvidiaVerifierConfig
+    from custodes.attestation.verifiers.sample import SampleVerifier
+    from custodes.attestation.verifiers.snp import SnpVerifier, SnpVerifierConfig
+    from custodes.attestation.verifiers.tdx import TdxVerifier, TdxVerifierConfig
+    from custodes.attestation.verifiers.tpm import TpmVerifier
+
     if tee is Tee.SAMPLE:
         return SampleVerifier()
     if tee is Tee.SNP:
@@ -302,6 +325,8 @@ def build_verifier(
         return TdxVerifier(TdxVerifierConfig(collateral_path=collateral, clock=clock))
     if tee is Tee.AZ_TDX_VTPM:
         return AzTdxVtpmVerifier(AzureVerifierConfig(clock=clock, tdx_collateral_path=collateral))
+    if tee is Tee.NVIDIA:
+        return NvidiaVerifier(NvidiaVerifierConfig(clock=clock))
     raise ConfigError(f"no offline verifier for {tee}")
 
 
@@ -350,9 +375,10 @@ class OfflineEvidence:
 
 
 def failed_step(error: EvidenceError) -> str:
-    """The checklist step an evidence error belongs to (see ``_STEPS``)."""
+    """The checklist step an evidence error belongs to (see ``_steps``)."""
+    steps = _steps()
     for cls in type(error).__mro__:
-        step = _STEPS.get(cls)
+        step = steps.get(cls)
         if step is not None:
             return step
     return "evidence"

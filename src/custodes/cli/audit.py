@@ -1,11 +1,13 @@
 """`custodes audit`: offline checks for auditors.
 
-``custodes audit verify FILE.jsonl --public-key PEM [--head SEQ:HASH] [--from SEQ]
+``custodes audit verify FILE.jsonl --audit-key PEM [--head SEQ:HASH] [--from SEQ]
 [--stream NAME]`` verifies an exported audit stream (JSON Lines) entry by entry: sequence
-(from 0, or SEQ for a partial export), stream, hash, signature, chain link, time. It
-prints ``ok: N entries, head SEQ HASH`` and exits 0, or ``audit log broken at entry SEQ:
-REASON`` and exits 1. Entries removed from the end of a log leave a valid shorter chain; only
-an anchor recorded earlier (``--head``) detects that, and without one the command says so.
+(from 0, or SEQ for a partial export), stream, hash, signature, chain link, time, and every
+signed checkpoint. The stream must end at a checkpoint (every export does): that is how
+entries cut from its end are detected. It prints ``ok: N entries, head SEQ HASH`` and the
+final checkpoint, and exits 0, or ``audit log broken at entry SEQ: REASON`` and exits 1.
+``--allow-unanchored`` accepts a stream without a final checkpoint (an export from a broker
+before checkpoints), saying loudly that its end is then unproven.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from custodes.audit.log import (
     parse_head,
     verify_jsonl,
 )
-from custodes.cli.audit_matrix import register_access_matrix
+from custodes.cli.access import register_access_matrix
 from custodes.errors import ConfigError
 
 EXIT_OK: Final = 0
@@ -32,10 +34,11 @@ EXIT_BROKEN: Final = 1
 
 
 EPILOG = """\
-examples:
-  custodes audit verify acme.jsonl --public-key audit-key.pub.pem
-  custodes audit verify acme.jsonl --public-key audit-key.pub.pem --head 41:<64 hex digits>
-  custodes audit verify acme-from-100.jsonl --public-key audit-key.pub.pem --from 100
+Examples:
+  custodes audit verify acme.jsonl --audit-key audit-key.pub.pem
+  custodes audit verify acme.jsonl --audit-key audit-key.pub.pem --head 41:<64 hex digits>
+  custodes audit verify acme-from-100.jsonl --audit-key audit-key.pub.pem --from 100
+  custodes audit verify old-export.jsonl --audit-key audit-key.pub.pem --allow-unanchored
 """
 
 
@@ -73,20 +76,28 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="verify the hash chain and signatures of an exported audit stream",
         description=(
             "Verify an audit stream exported as JSON Lines: contiguous sequence numbers, each "
-            "entry's hash and ES256 signature, the link to the previous entry and "
-            "non-decreasing time. Names the first bad entry."
+            "entry's hash and ES256 signature, the link to the previous entry, "
+            "non-decreasing time and every signed checkpoint; the stream must end at a "
+            "checkpoint (every export does), so a stream cut short is refused. Names the "
+            "first bad entry."
         ),
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     v.add_argument("file", type=Path, metavar="FILE.jsonl", help="the export ('-' for stdin)")
-    v.add_argument(
-        "--public-key",
+    # --audit-key names this key everywhere (`policy test` too); --public-key, its first name
+    # here, is still accepted but no longer shown.
+    keys = v.add_mutually_exclusive_group(required=True)
+    keys.add_argument(
+        "--audit-key",
+        dest="audit_key",
         type=Path,
         action="append",
-        required=True,
         metavar="PEM",
         help="the broker's audit public key (P-256, PEM); repeat for rotated keys",
+    )
+    keys.add_argument(
+        "--public-key", dest="audit_key", type=Path, action="append", help=argparse.SUPPRESS
     )
     v.add_argument(
         "--head",
@@ -108,16 +119,29 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="NAME",
         help="the stream (tenant id) every entry must belong to",
     )
+    v.add_argument(
+        "--allow-unanchored",
+        action="store_true",
+        help=(
+            "INSECURE: accept a stream that does not end at a signed checkpoint (an export "
+            "from a broker without checkpoints); entries cut from its end go unnoticed"
+        ),
+    )
     v.set_defaults(func=_verify)
 
 
 def _verify(args: argparse.Namespace) -> int:
-    keys = load_public_keys(args.public_key)
+    keys = load_public_keys(args.audit_key)
     path: Path = args.file
 
     def check(fp: IO[bytes]) -> VerifyReport:
         return verify_jsonl(
-            fp, keys, expected_head=args.head, start_seq=args.start, stream=args.stream
+            fp,
+            keys,
+            expected_head=args.head,
+            start_seq=args.start,
+            stream=args.stream,
+            require_checkpoint=not args.allow_unanchored,
         )
 
     try:
@@ -133,15 +157,23 @@ def _verify(args: argparse.Namespace) -> int:
         return EXIT_BROKEN
     head = "none" if report.head is None else f"{report.head[0]} {report.head[1]}"
     print(f"ok: {report.count} entries, head {head}")
+    cp = report.checkpoint
+    if cp is not None:
+        where = "ends at" if report.complete else "does NOT end at"
+        print(
+            f"stream {cp.stream} {where} checkpoint {cp.seq} ({cp.event.get('reason')}, "
+            f"signed {cp.time}); {report.checkpoints} checkpoints verified"
+        )
     if args.start:
         print(
             f"note: the file starts at entry {args.start}; entries before it were not checked",
             file=sys.stderr,
         )
-    if not report.anchored:
+    if not report.complete:
+        # Only reachable with --allow-unanchored: without it such a stream is refused above.
         print(
-            "note: entries removed from the end of the log cannot be detected without an "
-            "anchor; pass --head SEQ:HASH recorded earlier",
+            "WARNING: --allow-unanchored: the stream does not end at a signed checkpoint, so "
+            "entries removed from its end cannot be detected",
             file=sys.stderr,
         )
     return EXIT_OK

@@ -9,32 +9,32 @@ printed. See docs/datasets.md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
 import time
 from pathlib import Path
-from typing import Final, TextIO
+from typing import TYPE_CHECKING, Final, TextIO
 
-from custodes.cli._common import add_url, require_url
-from custodes.datasets.errors import DatasetError, DatasetPathError
-from custodes.datasets.files import (
-    Job,
-    dataset_files,
-    decrypt_path,
-    decrypt_plan,
-    encrypt_path,
-    encrypt_plan,
-)
-from custodes.datasets.format import DEFAULT_CHUNK_SIZE, Header, plaintext_size, read_header
-from custodes.datasets.keys import check_key, generate_key, read_key_file, write_key_file
+from custodes.cli._common import add_cacert, add_url, cacert_given, require_url
+from custodes.cli._output import add_output_format, emit
+from custodes.cli.admin_identity import add_identity_options
 from custodes.errors import ConfigError, InvalidResourcePath
 from custodes.protocol.resource import ResourceUri
+from custodes.types.json import Json
 from custodes.types.secret import Secret
 
+if TYPE_CHECKING:
+    from custodes.datasets.files import Job
+    from custodes.datasets.format import Header
+
+# custodes.datasets (and with it cryptography) is imported by the handlers: `--help` stays
+# light. The default chunk size, custodes.datasets.format.DEFAULT_CHUNK_SIZE (a test keeps
+# them equal).
+DEFAULT_CHUNK_SIZE: Final = 1024 * 1024
+
 EPILOG = """\
-examples (workload admin, outside the cluster):
+Examples (workload admin, outside the cluster):
   custodes dataset keygen --out data.key --store kbs:///default/dataset/fraud \\
       --url https://broker:8080 --key admin-key.pem
   custodes dataset encrypt --key-file data.key --key-id kbs:///default/dataset/fraud \\
@@ -82,6 +82,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "keygen",
         help="make a data key: write it to a file and/or store it in the broker",
         description="Make a random 32-byte data key. The key is never printed.",
+        examples=[
+            "custodes dataset keygen --out data.key",
+            "custodes dataset keygen --out data.key --store kbs:///default/dataset/fraud "
+            "--url https://broker:8080 --key admin-key.pem",
+        ],
     )
     kg.add_argument("--out", type=Path, help="key file to create (mode 0600; never overwritten)")
     kg.add_argument(
@@ -97,6 +102,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=os.environ.get("CUSTODES_ADMIN_KEY"),
         help="admin private key, PEM, for --store (env CUSTODES_ADMIN_KEY)",
     )
+    add_identity_options(kg, role="admin")
     kg.add_argument(
         "--replace",
         action="store_true",
@@ -104,7 +110,16 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     kg.set_defaults(func=_keygen)
 
-    en = actions.add_parser("encrypt", help="encrypt a file, or each file of a directory")
+    en = actions.add_parser(
+        "encrypt",
+        help="encrypt a file, or each file of a directory",
+        examples=[
+            "custodes dataset encrypt --key-file data.key --key-id kbs:///default/dataset/fraud "
+            "transactions.csv transactions.csv.cdx",
+            "custodes dataset encrypt --key-file data.key --key-id kbs:///default/dataset/fraud "
+            "--chunk-size 4MiB data/ sealed/",
+        ],
+    )
     en.add_argument("--key-file", type=Path, required=True, help="the data key (raw or text)")
     en.add_argument(
         "--key-id",
@@ -128,29 +143,47 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="decrypt with a key file (admin) or a key from the broker (inside a TEE)",
         description=(
             "Decrypt a dataset file, or a directory of .cdx files. With --url (inside a TEE) "
-            "attest to the broker and fetch the key that the header's key id names. On any "
-            "failure nothing is left under the output name."
+            "attest to the broker and fetch the key that the header's key id names; the "
+            "output must then be on tmpfs/ramfs (e.g. /dev/shm), as for `custodes run "
+            "--dataset`. On any failure nothing is left under the output name."
         ),
+        examples=[
+            "custodes dataset decrypt --key-file data.key transactions.csv.cdx transactions.csv",
+            "custodes dataset decrypt --url https://broker:8080 --tee tpm "
+            "transactions.csv.cdx /dev/shm/transactions.csv",
+        ],
     )
     source = de.add_mutually_exclusive_group(required=True)
     source.add_argument("--key-file", type=Path, help="the data key (raw or text)")
     # No CUSTODES_URL default: decrypting must not start attesting unless asked to.
     source.add_argument("--url", help="inside a TEE: attest to this broker and fetch the key")
-    de.add_argument("--cacert", type=Path, help="CA certificate (PEM) of the broker's TLS")
+    add_cacert(de)
     de.add_argument("--tee", help="attester with --url (default: detect; 'sample' for tests)")
     de.add_argument("--tcti", help="TPM to use with --tee tpm")
     de.add_argument(
         "--key-id", type=_uri_arg, help="refuse files whose header names another key id"
     )
     de.add_argument("--force", action="store_true", help="replace existing output files")
+    de.add_argument(
+        "--allow-persistent",
+        action="store_true",
+        help="INSECURE, with --url: let the plaintext go to a filesystem that is not "
+        "tmpfs/ramfs (by default it is refused, as `custodes run --dataset` refuses it)",
+    )
     de.add_argument("input", type=Path, help="dataset file or directory of .cdx files")
     de.add_argument("output", type=Path, help="output file or directory")
     de.set_defaults(func=_decrypt)
 
     ins = actions.add_parser(
-        "inspect", help="show a dataset's header and size (never decrypts, verifies nothing)"
+        "inspect",
+        help="show a dataset's header and size (never decrypts, verifies nothing)",
+        examples=[
+            "custodes dataset inspect transactions.csv.cdx",
+            "custodes dataset inspect sealed-dir/ -o json",
+        ],
     )
     ins.add_argument("file", type=Path, help="dataset file, or a directory of .cdx files")
+    add_output_format(ins)
     ins.set_defaults(func=_inspect)
 
 
@@ -202,6 +235,8 @@ def _keygen(args: argparse.Namespace) -> int:
         raise ConfigError("say where the key goes: --out FILE, --store kbs:///…, or both")
     if args.text and args.out is None:
         raise ConfigError("--text is the form of the --out file")
+    from custodes.datasets.keys import generate_key
+
     key = generate_key()
     if args.store is None:
         _write_key(args, key)
@@ -223,6 +258,8 @@ def _keygen(args: argparse.Namespace) -> int:
 
 
 def _write_key(args: argparse.Namespace, key: Secret[bytes]) -> None:
+    from custodes.datasets.keys import write_key_file
+
     write_key_file(args.out, key, text=args.text)
     print(f"wrote the data key to {args.out} (mode 0600)", file=sys.stderr)
 
@@ -236,7 +273,13 @@ def _store_key(args: argparse.Namespace, key: Secret[bytes]) -> None:
 
     if args.key is None:
         raise ConfigError("--store needs the admin key: --key FILE or CUSTODES_ADMIN_KEY")
-    with AdminClient(require_url(args), load_admin_key(args.key), ca_file=args.cacert) as client:
+    with AdminClient(
+        require_url(args),
+        load_admin_key(args.key),
+        subject=args.subject,
+        audience=args.audience,
+        ca_file=args.cacert,
+    ) as client:
         try:
             client.resource_info(args.store.path)
         except ResourceNotFound:
@@ -265,6 +308,8 @@ def _store_key(args: argparse.Namespace, key: Secret[bytes]) -> None:
 
 
 def _file_size(path: Path) -> int:
+    from custodes.datasets.errors import DatasetPathError
+
     try:
         return path.stat().st_size
     except OSError as e:
@@ -272,6 +317,9 @@ def _file_size(path: Path) -> int:
 
 
 def _encrypt(args: argparse.Namespace) -> int:
+    from custodes.datasets.files import encrypt_path, encrypt_plan
+    from custodes.datasets.keys import read_key_file
+
     key = read_key_file(args.key_file)
     jobs = encrypt_plan(args.input, args.output)
     total = sum(_file_size(job.source) for job in jobs)
@@ -295,6 +343,9 @@ def _encrypt(args: argparse.Namespace) -> int:
 
 def _headers(jobs: list[Job]) -> list[tuple[Header, int]]:
     """Each input's header and plaintext size (from its layout; not authenticated)."""
+    from custodes.datasets.errors import DatasetPathError
+    from custodes.datasets.format import plaintext_size, read_header
+
     out = []
     for job in jobs:
         try:
@@ -307,6 +358,7 @@ def _headers(jobs: list[Job]) -> list[tuple[Header, int]]:
 
 
 def _broker_key(args: argparse.Namespace, key_id: str) -> Secret[bytes]:
+    from custodes.datasets.keys import check_key
     from custodes.guest.attester.select import select_attester
     from custodes.guest.kbs_client import KbsClient
 
@@ -320,9 +372,30 @@ def _broker_key(args: argparse.Namespace, key_id: str) -> Secret[bytes]:
     return check_key(key, what=f"the broker's resource {resource}")
 
 
+def _check_memory_backed(args: argparse.Namespace) -> None:
+    """Inside the TEE the plaintext goes to memory only, as for `custodes run --dataset`."""
+    from custodes.datasets.errors import DatasetPathError
+    from custodes.guest.dataset_launch import check_memory_backed
+
+    output: Path = args.output
+    if not output.parent.is_dir():
+        raise DatasetPathError(
+            f"cannot write {output}: directory {output.parent} does not exist (create it first)"
+        )
+    # With the override it warns (logged at WARNING, shown by default) and names the flag.
+    check_memory_backed(
+        output, allow_persistent=args.allow_persistent, override_flag="--allow-persistent"
+    )
+
+
 def _decrypt(args: argparse.Namespace) -> int:
-    if args.url is None and (args.tee or args.tcti or args.cacert):
-        raise ConfigError("--tee, --tcti and --cacert go with --url")
+    from custodes.datasets.errors import DatasetError, DatasetPathError
+    from custodes.datasets.files import decrypt_path, decrypt_plan
+    from custodes.datasets.keys import read_key_file
+
+    given = args.tee or args.tcti or cacert_given(args) or args.allow_persistent
+    if args.url is None and given:
+        raise ConfigError("--tee, --tcti, --cacert and --allow-persistent go with --url")
     jobs = decrypt_plan(args.input, args.output)
     if not jobs:
         raise DatasetPathError(f"{args.input}: no .cdx files to decrypt")
@@ -335,6 +408,7 @@ def _decrypt(args: argparse.Namespace) -> int:
         if expected is not None and key_ids[0] != expected:
             raise DatasetError(f"the files are encrypted under {key_ids[0]}, not {expected}")
         expected = key_ids[0]
+        _check_memory_backed(args)  # before attesting: no key leaves the broker for nothing
         key = _broker_key(args, expected)
     else:
         key = read_key_file(args.key_file)
@@ -358,14 +432,17 @@ def _decrypt(args: argparse.Namespace) -> int:
 # --- inspect -----------------------------------------------------------------------------
 
 
-def _describe(path: Path) -> dict[str, object]:
+def _describe(path: Path) -> dict[str, Json]:
+    from custodes.datasets.errors import DatasetError, DatasetPathError
+    from custodes.datasets.format import plaintext_size, read_header
+
     try:
         with path.open("rb") as f:
             header = read_header(f)
         size = _file_size(path)
     except OSError as e:
         raise DatasetPathError(f"{path}: {e.strerror}") from e
-    info: dict[str, object] = {
+    info: dict[str, Json] = {
         "file": str(path),
         "format_version": header.version,
         "key_id": header.key_id,
@@ -387,10 +464,13 @@ def _describe(path: Path) -> dict[str, object]:
 
 
 def _inspect(args: argparse.Namespace) -> int:
+    from custodes.datasets.files import dataset_files
+
     path: Path = args.file
+    described: Json
     if path.is_dir() and not path.is_symlink():
-        described: object = [_describe(source) for source in dataset_files(path)]
+        described = [_describe(source) for source in dataset_files(path)]
     else:
         described = _describe(path)
-    print(json.dumps(described, indent=2, ensure_ascii=False))
+    emit(args, described)
     return 0

@@ -31,7 +31,7 @@ from custodes.kbs.server import serve_in_thread
 from custodes.protocol.resource import ResourcePath
 
 SCENARIOS = ("spine", "fraud")
-FRAUD_OPTIONS = ("rows", "keep", "example_dir")
+FRAUD_OPTIONS = ("rows", "keep", "example_dir", "gpu")
 SECRET_PATH = ResourcePath("default", "key", "db-password")
 # A demo value, printed on purpose: the point is to show it arriving in the TEE.
 DEMO_SECRET = b"correct horse battery staple"
@@ -54,6 +54,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="run a demo: the spine (default) or `fraud` (encrypted dataset, confidential AI)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples=[
+            "custodes demo",
+            "custodes demo spine --data-dir demo-state",
+            "custodes demo fraud",
+            "custodes demo fraud --gpu",
+        ],
     )
     p.add_argument(
         "scenario",

@@ -35,13 +35,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 import yaml
 
 from custodes._internal.b64 import b64url_decode
+from custodes._internal.clock import SystemClock
+from custodes._internal.kbs_http import KbsRequestError
 from custodes.admin_client import AdminClient, load_admin_key
+from custodes.attestation.verifiers.base import Verifier
+from custodes.attestation.verifiers.registry import VerifierSettings, build_verifiers
 from custodes.datasets.files import encrypt_path
 from custodes.datasets.format import decrypt_stream
 from custodes.datasets.keys import generate_key
@@ -58,6 +62,10 @@ from custodes.sealed.keys import generate_signing_key, public_jwk
 from custodes.sealed.payload import VaultPayload
 from custodes.sealed.seal import seal
 from custodes.types.secret import Secret
+from custodes.types.tee import Tee
+
+if TYPE_CHECKING:
+    from custodes.cli.demo_gpu import DemoGpu
 
 DEFAULT_ROWS: Final = 300_000
 # Fewer rows leave too few fraudulent ones (0.35 %) in the held-out period to score.
@@ -99,6 +107,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="fraud scenario: keep the manifests, the encrypted dataset and the broker's "
         "state in DIR (never the plaintext)",
+    )
+    p.add_argument(
+        "--gpu",
+        action="store_true",
+        help="fraud scenario: also attest a GPU (a recorded H100 report replayed with a demo "
+        "key; proves nothing): the key is released only when the CPU and the GPU are trusted",
     )
     p.add_argument(
         "--example-dir",
@@ -193,10 +207,10 @@ def run(args: argparse.Namespace) -> int:
         layout = Layout(root, memory, memory_fs)
         for d in (layout.admin, layout.storage, layout.cluster):
             d.mkdir(exist_ok=True)
-        return _demo(layout, generator, app, rows)
+        return _demo(layout, generator, app, rows, gpu=args.gpu)
 
 
-def _demo(layout: Layout, generator: Path, app: Path, rows: int) -> int:
+def _demo(layout: Layout, generator: Path, app: Path, rows: int, *, gpu: bool = False) -> int:
     say("Fraud detection on an encrypted dataset: who can read the data key?")
     key = _prepare_data(layout, generator, rows)
     _traditional(layout, key)
@@ -204,12 +218,15 @@ def _demo(layout: Layout, generator: Path, app: Path, rows: int) -> int:
         server=ServerConfig(listen="127.0.0.1:0", data_dir=layout.broker),
         attestation=AttestationConfig(unsafe_allow_sample_tee=True),
     ).validate()
-    broker = build_broker(config)
+    demo_gpu = _demo_gpu(app) if gpu else None
+    broker = build_broker(config, verifiers=_verifiers(demo_gpu))
     try:
         with serve_in_thread(create_app(broker), dataclasses.replace(config)) as url:
             admin = AdminClient(url, load_admin_key(layout.broker / "admin-key.pem"))
             with admin:
                 trusted = _custodes(layout, app, url, admin, config, key)
+                if trusted and demo_gpu is not None:
+                    trusted = _with_gpu(url, admin, demo_gpu, key)
                 refused = _untrusted(layout, app, url, admin) if trusted else False
     finally:
         broker.close()
@@ -222,6 +239,52 @@ def _demo(layout: Layout, generator: Path, app: Path, rows: int) -> int:
         "lived only in that TEE's memory."
     )
     return 0
+
+
+def _demo_gpu(app: Path) -> DemoGpu:
+    from custodes.cli.demo_gpu import DemoGpu
+
+    return DemoGpu.load(app.parent / "gpu" / "h100-report.hex")
+
+
+def _verifiers(demo_gpu: DemoGpu | None) -> dict[Tee, Verifier] | None:
+    """The broker's usual verifiers; with --gpu, the NVIDIA one trusts the demo's GPU root."""
+    if demo_gpu is None:
+        return None
+    clock = SystemClock()
+    verifiers = build_verifiers(VerifierSettings(), clock)
+    verifiers[Tee.NVIDIA] = demo_gpu.verifier(clock)
+    return verifiers
+
+
+def _with_gpu(url: str, admin: AdminClient, demo_gpu: DemoGpu, key: Secret[bytes]) -> bool:
+    say("2b. The same workload on a GPU: the key needs the CPU and the GPU trusted")
+    say("", "!!! INSECURE: no GPU here; a recorded H100 report is replayed with each session's")
+    say("", "nonce and re-signed by a demo device key the demo broker trusts (proves nothing)")
+    admin.register_reference_values(demo_gpu.reference_values())
+    say("", "the admin registers the GPU's golden measurements and driver/VBIOS versions")
+    released = _gpu_attempt(url, demo_gpu, key, debug_mode=False)
+    say("", "a GPU in debug mode (a derived report: measurement 2 is not the golden value,")
+    say("", "as a GPU in debug or developer-tools mode measures differently):")
+    refused = not _gpu_attempt(url, demo_gpu, key, debug_mode=True)
+    return released and refused
+
+
+def _gpu_attempt(url: str, demo_gpu: DemoGpu, key: Secret[bytes], *, debug_mode: bool) -> bool:
+    """One guest (sample CPU + the demo GPU) asks for the key; True when it received it."""
+    gpu = demo_gpu.attester(debug_mode=debug_mode)
+    with KbsClient(url, SampleAttester(), device_attesters=[gpu]) as guest:
+        submods = guest.attest().claims()["submods"]
+        statuses = ", ".join(f"{name} {a['ear.status']}" for name, a in submods.items())
+        say("", f"appraisal: {statuses}")
+        try:
+            received = guest.get_resource(KEY_PATH)
+        except KbsRequestError as e:
+            say("", f"the key is refused ({e.status} {e.error_type.rsplit('/', 1)[-1]})")
+            return False
+    same = hmac.compare_digest(received, key.reveal())
+    say("", f"the key is released to the TEE: {_fingerprint(received)}{'' if same else ' (WRONG)'}")
+    return same
 
 
 def _prepare_data(layout: Layout, generator: Path, rows: int) -> Secret[bytes]:

@@ -13,7 +13,6 @@ error class on stderr) or an input file is unusable; 2 the command line is wrong
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -21,8 +20,6 @@ from typing import Final
 
 from custodes.attestation.initdata import InitData
 from custodes.attestation.verifiers.base import VerifiedClaims
-
-# describe_failure, failed_step and parse_time are imported from here by other modules.
 from custodes.cli._evidence_input import (
     OfflineEvidence,
     add_evidence_arguments,
@@ -33,9 +30,12 @@ from custodes.cli._evidence_input import (
     session_binding,
     warn_if_insecure,
 )
+
+# describe_failure, failed_step and parse_time are imported from here by other modules.
 from custodes.cli._evidence_input import describe_failure as describe_failure
 from custodes.cli._evidence_input import failed_step as failed_step
 from custodes.cli._evidence_input import parse_time as parse_time
+from custodes.cli._output import add_output_format, emit
 from custodes.errors import ConfigError, CustodesError, EvidenceError
 from custodes.types.json import JsonObject
 from custodes.types.tee import Tee
@@ -92,7 +92,7 @@ evidence or in --vcek-store, and tdx / az-tdx-vtpm need --collateral.
 exit codes: 0 verified (claims as JSON on stdout); 1 not verified (step and error on stderr) or
 an input file is unusable; 2 usage error.
 
-examples:
+Examples:
   custodes evidence verify --tee snp evidence.json --report-data 7e7320... --at 2026-01-01T00:00:00Z
   custodes evidence verify --tee tdx quote.json --collateral collateral.json \\
       --nonce "$NONCE" --tee-pubkey tee-key.jwk --init-data initdata.toml
@@ -123,6 +123,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     v.add_argument(
         "evidence", metavar="EVIDENCE_FILE", help="evidence JSON file ('-' for standard input)"
     )
+    # The claims are a nested document: JSON is the readable default, YAML the alternative.
+    add_output_format(v, formats=("json", "yaml"), default="json")
     v.set_defaults(func=_verify, usage_error=v.error)
 
 
@@ -173,7 +175,7 @@ def _verify(args: argparse.Namespace) -> int:
         output["init_data_claims"] = init_data[1]
     if tee.insecure:
         output["insecure"] = True
-    print(json.dumps(output, indent=2, sort_keys=True))
+    emit(args, output)
     return 0
 
 

@@ -15,6 +15,7 @@ from typing import Final
 
 from custodes._internal.b64 import b64std_encode
 from custodes.cli._common import write_output
+from custodes.cli._output import add_out, add_output_format, emit
 from custodes.errors import ConfigError
 from custodes.initdata.binding import BINDABLE_TEES, binding_field, binding_value
 from custodes.initdata.build import DEFAULT_ALGORITHM, build, read_entry
@@ -30,15 +31,16 @@ from custodes.initdata.encoding import (
 )
 from custodes.initdata.errors import InitDataTooLarge
 from custodes.initdata.format import ALGORITHMS, MAX_INITDATA_BYTES, InitData
+from custodes.types.json import Json
 from custodes.types.tee import Tee
 
 EPILOG = f"""\
-examples:
-  custodes initdata build --aa aa.toml --cdh cdh.toml --policy policy.rego -o initdata.toml
+Examples:
+  custodes initdata build --aa aa.toml --cdh cdh.toml --policy policy.rego --out initdata.toml
   custodes initdata digest initdata.toml --tee snp
   custodes initdata annotation initdata.toml        # value of {ANNOTATION_KEY}
   custodes initdata annotation --decode @value.b64
-  custodes initdata image initdata.toml -o initdata.img
+  custodes initdata image initdata.toml --out initdata.img
   custodes initdata image --decode initdata.img
 
 The digest covers the exact bytes of the TOML file: any edit, even whitespace, changes it.
@@ -57,7 +59,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    b = actions.add_parser("build", help="write an init-data TOML from the agent's configs")
+    b = actions.add_parser(
+        "build",
+        help="write an init-data TOML from the agent's configs",
+        examples=[
+            "custodes initdata build --aa aa.toml --cdh cdh.toml --out initdata.toml",
+            "custodes initdata build --aa aa.toml --cdh cdh.toml --policy policy.rego "
+            "--algorithm sha384 > initdata.toml",
+        ],
+    )
     b.add_argument("--aa", type=Path, required=True, help="attestation agent config (aa.toml)")
     b.add_argument("--cdh", type=Path, required=True, help="data hub config (cdh.toml)")
     b.add_argument("--policy", type=Path, help="Kata agent policy (policy.rego)")
@@ -67,10 +77,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=DEFAULT_ALGORITHM,
         help=f"digest algorithm (default {DEFAULT_ALGORITHM}: the only one SNP and TPM bind)",
     )
-    b.add_argument("-o", "--output", type=Path, help="write to FILE instead of stdout")
+    add_out(b, text="write to FILE instead of stdout")
     b.set_defaults(func=_build)
 
-    d = actions.add_parser("digest", help="print the digest and a TEE's binding value")
+    d = actions.add_parser(
+        "digest",
+        help="print the digest and a TEE's binding value",
+        examples=[
+            "custodes initdata digest initdata.toml --tee snp",
+            "custodes initdata digest --from image initdata.img -o json",
+        ],
+    )
     d.add_argument("file", metavar="FILE", help="init-data ('-' for stdin)")
     d.add_argument(
         "--from",
@@ -84,22 +101,37 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         choices=[t.value for t in BINDABLE_TEES],
         help="also print the value this TEE's launch field must hold",
     )
+    add_output_format(d)
     d.set_defaults(func=_digest)
 
-    a = actions.add_parser("annotation", help="TOML to pod annotation value, or back")
+    a = actions.add_parser(
+        "annotation",
+        help="TOML to pod annotation value, or back",
+        examples=[
+            "custodes initdata annotation initdata.toml --out value.b64",
+            "custodes initdata annotation --decode @value.b64 > initdata.toml",
+        ],
+    )
     ag = a.add_mutually_exclusive_group(required=True)
     ag.add_argument("file", metavar="FILE", nargs="?", help="init-data TOML ('-' for stdin)")
     ag.add_argument(
         "--decode", metavar="VALUE|@FILE", help="print the TOML inside an annotation value"
     )
-    a.add_argument("-o", "--output", type=Path, help="write to FILE instead of stdout")
+    add_out(a, text="write to FILE instead of stdout")
     a.set_defaults(func=_annotation)
 
-    i = actions.add_parser("image", help="TOML to block image, or back")
+    i = actions.add_parser(
+        "image",
+        help="TOML to block image, or back",
+        examples=[
+            "custodes initdata image initdata.toml --out initdata.img",
+            "custodes initdata image --decode initdata.img",
+        ],
+    )
     ig = i.add_mutually_exclusive_group(required=True)
     ig.add_argument("file", metavar="FILE", nargs="?", help="init-data TOML ('-' for stdin)")
     ig.add_argument("--decode", metavar="IMG", help="print the TOML inside a block image")
-    i.add_argument("-o", "--output", type=Path, help="output file (required to write an image)")
+    add_out(i, text="output file (required to write an image)")
     i.set_defaults(func=_image, usage_error=i.error)
 
 
@@ -172,13 +204,17 @@ def _build(args: argparse.Namespace) -> int:
 
 def _digest(args: argparse.Namespace) -> int:
     init_data = _load(args.file, args.source)
-    lines = [f"algorithm: {init_data.algorithm}", f"digest: {init_data.digest.hex()}"]
+    result: dict[str, Json] = {
+        "algorithm": init_data.algorithm,
+        "digest": init_data.digest.hex(),
+    }
     if args.tee is not None:
         tee = Tee(args.tee)
         value = binding_value(tee, init_data.digest)  # refused before anything is printed
         field = binding_field(tee).name.lower().replace("_", "")
-        lines += [f"{field}: {value.hex()}", f"{field}-base64: {b64std_encode(value)}"]
-    print("\n".join(lines))
+        result[field] = value.hex()
+        result[f"{field}-base64"] = b64std_encode(value)
+    emit(args, result, human=lambda: "\n".join(f"{k}: {v}" for k, v in result.items()))
     return 0
 
 
@@ -202,6 +238,6 @@ def _image(args: argparse.Namespace) -> int:
         _emit(_image_from(args.decode).raw_bytes, args.output)
         return 0
     if args.output is None:
-        args.usage_error("writing an image needs -o IMG")
+        args.usage_error("writing an image needs --out IMG")
     _emit(encode_image(InitData.from_bytes(_read(args.file, MAX_INITDATA_BYTES))), args.output)
     return 0

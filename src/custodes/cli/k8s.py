@@ -13,9 +13,11 @@ import os
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from custodes.admin_client import AdminClient, load_admin_key
 from custodes.cli._common import add_url, require_url, write_output
+from custodes.cli._output import add_out, add_output_format, emit, render
+from custodes.cli.admin_identity import add_identity_options
 from custodes.errors import ConfigError
 from custodes.initdata.build import read_entry
 from custodes.k8s.errors import ManifestError
@@ -24,31 +26,26 @@ from custodes.k8s.pod import DEFAULT_RUNTIME_CLASS, ConfidentialSettings, make_c
 from custodes.k8s.podcheck import COCO_RUNTIME_CLASSES
 from custodes.k8s.schema import DEFAULT_K8S_VERSION, has_schema, validate_object
 from custodes.k8s.schema import available as schema_available
-from custodes.k8s.secret import (
-    SecretSource,
-    check_name,
-    sealed_secret_manifest,
-    sources_from_manifests,
-    values_from_files,
-    values_from_literals,
-)
 from custodes.k8s.workloads import describe, flatten
-from custodes.k8s.yamlio import dump_documents, load_documents
 from custodes.protocol.resource import ResourcePath
-from custodes.sealed.keys import load_signing_key
 from custodes.types.json import JsonObject
 
+if TYPE_CHECKING:
+    from custodes.k8s.secret import SecretSource
+
+# The admin client (httpx), sealing (custodes.sealed) and YAML are imported by the handlers.
+
 EPILOG = """\
-examples (workload admin, outside the cluster):
+Examples (workload admin, outside the cluster):
   custodes k8s secret --name db --namespace payments --from-literal password=s3cret \\
       --repo payments --url https://broker:8443 --key admin.pem \\
-      --signing-key signing.jwk --kid kbs:///payments/signing-key/sealed -o db-secret.yaml
-  custodes k8s secret --from-manifest plain-secret.yaml --repo payments ... -o sealed.yaml
+      --signing-key signing.jwk --kid kbs:///payments/signing-key/sealed --out db-secret.yaml
+  custodes k8s secret --from-manifest plain-secret.yaml --repo payments ... --out sealed.yaml
   custodes k8s pod -f deployment.yaml --runtime-class kata-qemu-snp \\
-      --broker-url https://broker:8443 --broker-cert broker-ca.pem -o confidential.yaml
+      --broker-url https://broker:8443 --broker-cert broker-ca.pem --out confidential.yaml
   custodes k8s validate -f confidential.yaml
 
-examples (cluster admin):
+Examples (cluster admin):
   custodes k8s webhook serve --tls-cert tls.crt --tls-key tls.key --config webhook.toml
 """
 
@@ -71,10 +68,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "(admin API), and the Secret gets a vault sealed secret pointing at it. The "
             "plaintext never appears in the output."
         ),
+        examples=[
+            "custodes k8s secret --name db --namespace payments --from-literal user=shop "
+            "--from-file password=db-password.txt --repo payments --url https://broker:8443 "
+            "--key admin.pem --signing-key signing.jwk --kid kbs:///payments/signing-key/sealed "
+            "--out db-secret.yaml",
+            "custodes k8s secret --from-manifest plain-secret.yaml --repo payments ... -o json",
+        ],
     )
     s.add_argument("--name", help="Secret name (default: from --from-manifest)")
     s.add_argument("--namespace", help="Secret namespace")
-    src = s.add_mutually_exclusive_group(required=True)
+    # --from-literal and --from-file mix (as with kubectl); --from-manifest stands alone, which
+    # argparse groups cannot say: `_sources` checks it.
+    src = s.add_argument_group("values (--from-literal and --from-file mix; or --from-manifest)")
     src.add_argument(
         "--from-literal",
         action="append",
@@ -98,6 +104,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=os.environ.get("CUSTODES_ADMIN_KEY"),
         help="admin private key, PEM (env CUSTODES_ADMIN_KEY)",
     )
+    add_identity_options(s, role="admin")
     s.add_argument(
         "--signing-key", type=Path, required=True, help="sealed-secret signing key (JWK or PEM)"
     )
@@ -107,8 +114,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="key id in the sealed secrets: where the guest finds the public key "
         "(e.g. kbs:///REPO/signing-key/sealed)",
     )
-    s.add_argument("-o", "--output", type=Path, help="write to FILE instead of stdout")
-    s.set_defaults(func=_secret)
+    _add_manifest_output(s)
+    s.set_defaults(func=_secret, usage_error=s.error)
 
     w = actions.add_parser(
         "pod",
@@ -118,6 +125,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "CoCo runtime class and the init-data annotation naming your broker; other objects "
             "pass through. The output is validated against the Kubernetes schemas."
         ),
+        examples=[
+            "custodes k8s pod -f deployment.yaml --runtime-class kata-qemu-snp "
+            "--broker-url https://broker:8443 --broker-cert broker-ca.pem --out confidential.yaml",
+            "kubectl get deploy shop -o yaml | custodes k8s pod -f - "
+            "--broker-url https://broker:8443 --entrypoint-wrap | kubectl apply -f -",
+        ],
     )
     w.add_argument("-f", "--file", type=Path, required=True, help="manifest ('-': stdin)")
     w.add_argument(
@@ -156,10 +169,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help=f"Kubernetes version of the schemas (default {DEFAULT_K8S_VERSION})",
     )
     w.add_argument("--no-validate", action="store_true", help="skip schema validation")
-    w.add_argument("-o", "--output", type=Path, help="write to FILE instead of stdout")
+    _add_manifest_output(w)
     w.set_defaults(func=_pod)
 
-    v = actions.add_parser("validate", help="validate manifests against the Kubernetes schemas")
+    v = actions.add_parser(
+        "validate",
+        help="validate manifests against the Kubernetes schemas",
+        examples=[
+            "custodes k8s validate -f confidential.yaml",
+            "custodes k8s validate -f manifests.yaml --k8s-version 1.30",
+        ],
+    )
     v.add_argument("-f", "--file", type=Path, required=True, help="manifest ('-': stdin)")
     v.add_argument("--k8s-version", default=DEFAULT_K8S_VERSION)
     v.set_defaults(func=_validate)
@@ -170,15 +190,45 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "serve",
         help="serve AdmissionReview v1 over HTTPS (/validate, /mutate, /healthz)",
         description="Serve the admission webhook. See deploy/webhook/ for its configuration.",
+        examples=[
+            "custodes k8s webhook serve --tls-cert tls.crt --tls-key tls.key --config webhook.toml",
+            "custodes k8s webhook serve --tls-cert tls.crt --tls-key tls.key "
+            "--config webhook.toml --listen 127.0.0.1:8443",
+        ],
     )
     serve.add_argument("--tls-cert", type=Path, required=True, help="server certificate (PEM)")
     serve.add_argument("--tls-key", type=Path, required=True, help="server private key (PEM)")
     serve.add_argument("--config", type=Path, required=True, help="webhook configuration (TOML)")
     serve.add_argument("--listen", default="0.0.0.0:8443", help="HOST:PORT (default 0.0.0.0:8443)")
     serve.set_defaults(func=_webhook_serve)
-    check = hooks.add_parser("check-config", help="load a webhook configuration and summarise it")
+    check = hooks.add_parser(
+        "check-config",
+        help="load a webhook configuration and summarise it",
+        examples=[
+            "custodes k8s webhook check-config --config webhook.toml",
+            "custodes k8s webhook check-config --config webhook.toml -o json",
+        ],
+    )
     check.add_argument("--config", type=Path, required=True)
+    add_output_format(check)
     check.set_defaults(func=_webhook_check)
+
+
+def _add_manifest_output(p: argparse.ArgumentParser) -> None:
+    """Manifests print as YAML (kubectl's -o yaml) or JSON (-o json: a List when several)."""
+    add_output_format(p, formats=("yaml", "json"), default="yaml")
+    add_out(p, text="write to FILE instead of stdout", legacy_output=False)
+
+
+def _manifests(docs: list[JsonObject], output_format: str) -> bytes:
+    if output_format == "json":
+        document: JsonObject = (
+            docs[0] if len(docs) == 1 else {"apiVersion": "v1", "kind": "List", "items": [*docs]}
+        )
+        return (render(document, "json") + "\n").encode("utf-8")
+    from custodes.k8s.yamlio import dump_documents
+
+    return dump_documents(docs).encode("utf-8")
 
 
 def _read_text(path: Path) -> str:
@@ -193,6 +243,14 @@ def _read_text(path: Path) -> str:
 
 
 def _sources(args: argparse.Namespace) -> list[SecretSource]:
+    from custodes.k8s.secret import SecretSource, check_name, sources_from_manifests, values_from
+    from custodes.k8s.yamlio import load_documents
+
+    inline = bool(args.from_literal or args.from_file)
+    if args.from_manifest is not None and inline:
+        args.usage_error("--from-manifest cannot be combined with --from-literal or --from-file")
+    if args.from_manifest is None and not inline:
+        args.usage_error("give --from-literal and/or --from-file, or --from-manifest")
     if args.from_manifest is not None:
         sources = sources_from_manifests(load_documents(_read_text(args.from_manifest)))
         if args.name is not None or args.namespace is not None:
@@ -213,15 +271,15 @@ def _sources(args: argparse.Namespace) -> list[SecretSource]:
     if args.name is None:
         raise ConfigError("--name is required with --from-literal and --from-file")
     check_name(args.name)
-    values = (
-        values_from_literals(args.from_literal)
-        if args.from_literal
-        else values_from_files(args.from_file)
-    )
+    values = values_from(args.from_literal or (), args.from_file or ())
     return [SecretSource(name=args.name, values=values, namespace=args.namespace)]
 
 
 def _secret(args: argparse.Namespace) -> int:
+    from custodes.admin_client import AdminClient, load_admin_key
+    from custodes.k8s.secret import sealed_secret_manifest
+    from custodes.sealed.keys import load_signing_key
+
     sources = _sources(args)
     ResourcePath(args.repo, "type", "tag")  # the repository segment, checked before any I/O
     if args.key is None:
@@ -229,7 +287,13 @@ def _secret(args: argparse.Namespace) -> int:
     signing_key = load_signing_key(args.signing_key)
     url = require_url(args)
     docs: list[JsonObject] = []
-    with AdminClient(url, load_admin_key(args.key), ca_file=args.cacert) as admin:
+    with AdminClient(
+        url,
+        load_admin_key(args.key),
+        subject=args.subject,
+        audience=args.audience,
+        ca_file=args.cacert,
+    ) as admin:
         for source in sources:
             docs.append(
                 sealed_secret_manifest(
@@ -249,11 +313,13 @@ def _secret(args: argparse.Namespace) -> int:
     if schema_available():
         for doc in docs:
             validate_object(doc, DEFAULT_K8S_VERSION)
-    write_output(dump_documents(docs).encode("utf-8"), args.output)
+    write_output(_manifests(docs, args.output_format), args.output)
     return 0
 
 
 def _pod(args: argparse.Namespace) -> int:
+    from custodes.k8s.yamlio import load_documents
+
     if not args.no_validate and not schema_available():
         raise ConfigError(
             "validating the output needs the kubernetes-validate package: install it, or pass "
@@ -280,7 +346,7 @@ def _pod(args: argparse.Namespace) -> int:
         broker_url=args.broker_url,
         runtime_class=args.runtime_class,
         broker_cert=read_entry(args.broker_cert) if args.broker_cert else None,
-        policy=read_entry(args.policy) if args.policy else None,
+        policy=_agent_policy(args.policy) if args.policy else None,
         entrypoint_wrap=args.entrypoint_wrap,
         command=command,
         containers=frozenset(args.container) if args.container else None,
@@ -291,7 +357,7 @@ def _pod(args: argparse.Namespace) -> int:
     )
     for warning in result.warnings:
         print(f"custodes: warning: {warning}", file=sys.stderr)
-    write_output(dump_documents(result.docs).encode("utf-8"), args.output)
+    write_output(_manifests(result.docs, args.output_format), args.output)
     print(
         f"custodes: init-data {result.init_data.algorithm} digest {result.init_data.digest.hex()}",
         file=sys.stderr,
@@ -300,6 +366,8 @@ def _pod(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from custodes.k8s.yamlio import load_documents
+
     objects = flatten(load_documents(_read_text(args.file)))
     checked = 0
     for obj in objects:
@@ -316,14 +384,32 @@ def _webhook_check(args: argparse.Namespace) -> int:
     from custodes.k8s.webhook_config import load_webhook_config
 
     config = load_webhook_config(args.config)
-    print(f"confidential namespaces from: {config.mode}; mutate: {config.mutate}")
-    for name, ns in sorted(config.namespaces.items()):
-        tenant = ns.tenant or "(none: every pod refused)"
-        print(
-            f"  namespace {name}: tenant {tenant}, sealed-only Secrets {sorted(ns.sealed_secrets)}"
-        )
-    for name, tenant_config in sorted(config.tenants.items()):
-        print(f"  tenant {name}: brokers {', '.join(tenant_config.brokers)}")
+    summary: JsonObject = {
+        "confidential_namespaces_from": config.mode,
+        "mutate": config.mutate,
+        "namespaces": {
+            name: {"tenant": ns.tenant, "sealed_secrets": sorted(ns.sealed_secrets)}
+            for name, ns in sorted(config.namespaces.items())
+        },
+        "tenants": {
+            name: {"brokers": list(tenant.brokers)}
+            for name, tenant in sorted(config.tenants.items())
+        },
+    }
+
+    def human() -> str:
+        lines = [f"confidential namespaces from: {config.mode}; mutate: {config.mutate}"]
+        for name, ns in sorted(config.namespaces.items()):
+            tenant = ns.tenant or "(none: every pod refused)"
+            lines.append(
+                f"  namespace {name}: tenant {tenant}, "
+                f"sealed-only Secrets {sorted(ns.sealed_secrets)}"
+            )
+        for name, tenant_config in sorted(config.tenants.items()):
+            lines.append(f"  tenant {name}: brokers {', '.join(tenant_config.brokers)}")
+        return "\n".join(lines)
+
+    emit(args, summary, human=human)
     return 0
 
 
@@ -350,3 +436,19 @@ def _webhook_serve(args: argparse.Namespace) -> int:
     )
     server.run(sockets=[sock])
     return 0
+
+
+def _agent_policy(path: Path) -> str:
+    """The Kata agent policy's text, refused unless it compiles and its claims are
+    unambiguous — as the broker will read it (:mod:`custodes.initdata.agent_policy`). A
+    policy the agent cannot load would otherwise fail the pod on the node, long after the
+    manifest was written."""
+    from custodes.initdata.agent_policy import parse_agent_policy
+    from custodes.initdata.errors import InitDataError
+
+    text = read_entry(path)
+    try:
+        parse_agent_policy(text)
+    except InitDataError as e:
+        raise ConfigError(f"the agent policy {path} is refused: {e}") from e
+    return text

@@ -1,4 +1,6 @@
 """`custodes policy test`: try a candidate policy on recorded input before activating it.
+(`custodes policy lint FILE` checks a resource policy for conditions that never hold:
+:mod:`custodes.policy.lint`.)
 
 Nothing is activated and nothing is sent anywhere: the candidate Rego file is evaluated here,
 with the broker's own engine, on one of
@@ -69,6 +71,8 @@ from custodes.cli._evidence_input import (
     session_binding,
     warn_if_insecure,
 )
+from custodes.cli._output import add_output_format, emit
+from custodes.cli.policy_suggest import Suggested, suggested_values
 from custodes.errors import (
     ConfigError,
     CustodesError,
@@ -78,6 +82,7 @@ from custodes.errors import (
 )
 from custodes.policy.engine import MAX_POLICY_BYTES, UNDEFINED, RegoEngine
 from custodes.policy.explain import FailedCondition, explain
+from custodes.policy.lint import lint_resource_policy
 from custodes.protocol.appraisal import appraisal_summary
 from custodes.protocol.binding import runtime_data_object
 from custodes.protocol.resource import ResourcePath
@@ -171,16 +176,24 @@ input (exactly one):
 reference values: --reference-values RV.json, a JSON object {id: value}; any other id reads as
 null, as at the broker. Nothing is activated, nothing is sent: no broker, no network.
 
+--suggest: also print the reference values that would make this input pass, as the typed
+`custodes admin reference-value register` commands that store them (--suggest-message FILE:
+as the RVPS message `register --message FILE` sends). TRUST ON FIRST USE: they are copied
+from the evidence being judged; approve them only if you trust that machine. Nothing is
+registered by this command.
+
 exit codes: 0 the candidate affirms / allows; 3 it refuses (not affirming / not allowed);
 1 error (unreadable input, policy does not compile, evidence does not verify); 2 usage.
 
-examples:
+Examples:
   custodes policy test --policy candidate.rego --evidence ev.json --tee snp \\
       --report-data 7e73... --reference-values rv.json --at 2026-01-01T00:00:00Z
   custodes policy test --policy candidate.rego --attestation audit.jsonl:41 \\
       --reference-values rv.json --audit-key audit.pem
   custodes policy test --kind resource --policy resource.rego --claims token.jwt \\
       --resource default/key/db-password
+  custodes policy test --policy default_cpu.rego --attestation audit.jsonl:41 \\
+      --suggest --suggest-message rv-message.json
 """
 
 # (metavar, help) of each evidence option on this command's help page: brief, since
@@ -250,10 +263,41 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="PEM",
         help="with --attestation: the broker's audit public key; the export is verified first",
     )
-    t.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_output_format(t, legacy_json=True)
+    t.add_argument(
+        "--suggest",
+        action="store_true",
+        help="also print the reference values that would make the input pass (trust on first "
+        "use; nothing is registered)",
+    )
+    t.add_argument(
+        "--suggest-message",
+        type=Path,
+        metavar="FILE",
+        help="with --suggest: write them as the RVPS message `custodes admin reference-value "
+        "register --message FILE` sends",
+    )
     e = t.add_argument_group("with --evidence (as custodes evidence verify)")
     add_evidence_arguments(e, tee_required=False, wording=_EVIDENCE_WORDING)
     t.set_defaults(func=_test, usage_error=t.error)
+    lint = actions.add_parser(
+        "lint",
+        help="find conditions of a resource policy that never hold and rules that release "
+        "every path",
+        description=(
+            "Check a resource policy (data.policy.allow) for comparisons whose operands can "
+            'never be equal (data["resource-path"] is a list, not a string), default allow '
+            ":= true, and rules that release every path, from its AST and by evaluating it on "
+            "probe tokens and paths. Exit 0: no findings; 3: findings; 1: an error."
+        ),
+        examples=[
+            "custodes policy lint my-policy.rego",
+            "custodes policy lint my-policy.rego -o json",
+        ],
+    )
+    lint.add_argument("policy", type=Path, metavar="P.rego", help="the resource policy")
+    add_output_format(lint)
+    lint.set_defaults(func=_lint)
 
 
 # --- usage ---------------------------------------------------------------------------------
@@ -284,6 +328,10 @@ def _check_usage(args: argparse.Namespace) -> None:
             fail("--reference-values: only with --kind attestation (resource policies read none)")
     elif args.resource is not None:
         fail("--resource: only with --kind resource")
+    if args.suggest_message is not None and not args.suggest:
+        fail("--suggest-message: only with --suggest")
+    if args.suggest and args.kind == "resource":
+        fail("--suggest: only with --kind attestation (resource policies read no reference values)")
     if args.evidence is not None:
         if args.tee is None:
             fail("--evidence needs --tee TEE")
@@ -371,17 +419,20 @@ def appraise(policy: str, annotated: JsonObject, reference_values: Mapping[str, 
     status is the worst tier of the vector) and explain each claim that is not affirming."""
     consulted: dict[str, Json] = {}
 
-    def query(name: Json) -> Json:
+    def lookup(name: Json) -> Json:
         # As the broker's RVPS: null for an invalid or unknown id.
         if not isinstance(name, str):
             return None
         try:
             check_reference_value_id(name)
         except ReferenceValueError:
-            value = None
-        else:
-            value = copy.deepcopy(reference_values.get(name))
-        consulted.setdefault(name, value)
+            return None
+        return copy.deepcopy(reference_values.get(name))
+
+    def query(name: Json) -> Json:
+        value = lookup(name)
+        if isinstance(name, str):
+            consulted.setdefault(name, value)
         return value
 
     builtins = {"query_reference_value": (1, query)}
@@ -406,7 +457,9 @@ def appraise(policy: str, annotated: JsonObject, reference_values: Mapping[str, 
                 policy,
                 [name.replace("-", "_") for name in weak],
                 input=annotated,
-                builtins={"query_reference_value": (1, query)},
+                # The trace reads past failed conditions: what it reads is not "consulted".
+                builtins={"query_reference_value": (1, lookup)},
+                strict=True,
             )
         except Exception as e:  # the trace is an aid; its failure must not hide the decision
             logger.debug("explain failed", exc_info=True)
@@ -725,7 +778,8 @@ def attestation_json(policy_path: Path, policy: str, result: AttestationResult) 
 
 
 def _condition_lines(c: FailedCondition, indent: str) -> list[str]:
-    lines = [f"{indent}failed condition (rule {c.rule}, line {c.line}): {c.condition}"]
+    where = f"rule {c.rule}" if c.via is None else f"rule {c.rule} via {c.via}"
+    lines = [f"{indent}failed condition ({where}, line {c.line}): {c.condition}"]
     for path, value in c.claims.items():
         lines.append(f"{indent}  claim {path} = {_short(value)}")
     for rv, value in c.reference_values.items():
@@ -760,8 +814,8 @@ def attestation_text(policy_path: Path, policy: str, result: AttestationResult) 
             out.append(f"    {claim} = {value}: {meaning(claim, value)}")
             if not conditions and a.trace_error is None:
                 out.append(
-                    "      the rule kept its default; no failed condition located (a condition "
-                    "on the last line of a rule body is not located)"
+                    "      the rule kept its default; no failed condition located (none of its "
+                    "conditions reads a claim this evidence has or a reference value)"
                 )
                 absent = [rv for rv, rv_value in a.consulted.items() if rv_value is None]
                 if absent:
@@ -821,7 +875,7 @@ def evaluate_resource(
     trace_error = None
     if decision is not True:
         try:
-            failed = explain(policy, ["allow"], input=claims, data=data)
+            failed = explain(policy, ["allow"], input=claims, data=data, strict=True)
         except Exception as e:  # the trace is an aid; its failure must not hide the decision
             logger.debug("explain failed", exc_info=True)
             trace_error = f"{type(e).__name__}: {e}"
@@ -884,10 +938,11 @@ def _run(args: argparse.Namespace) -> int:
         raw = read_limited(args.claims, MAX_CLAIMS_BYTES, "claims file", allow_stdin=True)
         claims = decode_token_or_json(raw, f"claims file {args.claims}")
         resource = evaluate_resource(policy, claims, args.resource, f"EAR claims {args.claims}")
-        if args.json:
-            print(json.dumps(resource_json(args.policy, policy, resource), indent=2))
-        else:
-            print(resource_text(args.policy, policy, resource))
+        emit(
+            args,
+            resource_json(args.policy, policy, resource),
+            human=lambda: resource_text(args.policy, policy, resource),
+        )
         return EXIT_OK if resource.allowed else EXIT_REFUSED
     reference_values = read_reference_values(args.reference_values)
     if args.evidence is not None:
@@ -907,11 +962,53 @@ def _run(args: argparse.Namespace) -> int:
         source,
         {name: appraise(policy, a, reference_values) for name, a in source.annotated.items()},
     )
-    if args.json:
-        print(json.dumps(attestation_json(args.policy, policy, result), indent=2))
-    else:
-        print(attestation_text(args.policy, policy, result))
+    report = attestation_json(args.policy, policy, result)
+    suggested = _suggest(args, policy, result, reference_values) if args.suggest else None
+    if suggested is not None:
+        report["suggested"] = suggested.to_json()
+        suggested.write_message()
+
+    def human() -> str:
+        text = attestation_text(args.policy, policy, result)
+        return text if suggested is None else f"{text}\n{suggested.text()}"
+
+    emit(args, report, human=human)
     return EXIT_REFUSED if result.refused else EXIT_OK
+
+
+def _suggest(
+    args: argparse.Namespace,
+    policy: str,
+    result: AttestationResult,
+    reference_values: Mapping[str, Json],
+) -> Suggested:
+    """The reference values that would make ``result``'s input pass, and the candidate's
+    decision with them (evaluated again, not assumed)."""
+    weak = {name: list(a.failed) for name, a in result.appraisals.items()}
+    values = suggested_values(policy, result.source.annotated, weak, reference_values)
+    merged = {**reference_values, **values}
+    after = AttestationResult(
+        result.source,
+        {name: appraise(policy, a, merged) for name, a in result.source.annotated.items()},
+    )
+    still = {name: dict(a.failed) for name, a in after.appraisals.items() if a.failed}
+    return Suggested(values, str(after.status), still, args.suggest_message)
+
+
+def _lint(args: argparse.Namespace) -> int:
+    policy = read_policy(args.policy)
+    findings = lint_resource_policy(policy)
+
+    def human() -> str:
+        lines = [f"{args.policy}: {f}" for f in findings]
+        return "\n".join(lines or [f"{args.policy}: no findings"])
+
+    report: JsonObject = {
+        "policy": str(args.policy),
+        "findings": [f.to_json() for f in findings],
+    }
+    emit(args, report, human=human)
+    return EXIT_REFUSED if findings else EXIT_OK
 
 
 def _test(args: argparse.Namespace) -> int:

@@ -9,14 +9,19 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from custodes.cli._common import add_cacert
 from custodes.errors import ConfigError, CustodesError
-from custodes.guest.config import broker_from_url, load_guest_config
-from custodes.guest.dataset_launch import DatasetSpec
-from custodes.guest.launcher import prepare
+
+if TYPE_CHECKING:
+    from custodes.guest.dataset_launch import DatasetSpec
+
+# The guest's modules (config, attesters, the KBS client, dataset decryption) are imported by
+# the handler: `custodes run --help` imports only this declaration.
 
 EPILOG = """\
-examples:
+Examples:
   custodes run --config /etc/custodes/guest.toml -- python app.py
   custodes run --url https://broker:8080 --tee tpm --secret-mount /etc/secrets -- ./server
   custodes run --initdata /run/confidential-containers/initdata/initdata.toml -- ./job
@@ -47,7 +52,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--config", type=Path, help="guest configuration (TOML)")
     p.add_argument("--initdata", type=Path, help="init-data TOML, bound and sent to the broker")
     p.add_argument("--url", help="broker URL (when the config names none)")
-    p.add_argument("--cacert", type=Path, help="CA certificate of the broker's TLS certificate")
+    add_cacert(p)
     p.add_argument("--tee", help="attester: tpm, snp, tdx, or sample (default: detect)")
     p.add_argument("--tcti", help="TPM TCTI for --tee tpm")
     p.add_argument(
@@ -82,6 +87,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _dataset_arg(text: str) -> DatasetSpec:
     """argparse ``type=``: a usage error naming the problem instead of a traceback."""
+    from custodes.guest.dataset_launch import DatasetSpec
+
     try:
         return DatasetSpec.parse(text)
     except CustodesError as e:
@@ -89,6 +96,9 @@ def _dataset_arg(text: str) -> DatasetSpec:
 
 
 def run(args: argparse.Namespace) -> int:
+    from custodes.guest.config import broker_from_url, load_guest_config
+    from custodes.guest.launcher import prepare
+
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
@@ -110,6 +120,12 @@ def run(args: argparse.Namespace) -> int:
     if args.on_unseal_error:
         changes["unseal_failure"] = args.on_unseal_error
     config = dataclasses.replace(config, **changes)  # type: ignore[arg-type]
+    from custodes._internal.tls import tls_verify
+
+    for broker in config.brokers:
+        # Checked before anything else: a wrong CA file fails the start with its name, even
+        # when this start would not have needed the broker.
+        tls_verify(broker.cacert)
     init_data = None
     if args.initdata is not None:
         try:

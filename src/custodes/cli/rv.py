@@ -22,15 +22,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
-from sevsnpmeasure import guest as snp_guest  # type: ignore[import-untyped]
-from sevsnpmeasure.ovmf import OVMF, SectionType  # type: ignore[import-untyped]
-from sevsnpmeasure.sev_mode import SevMode  # type: ignore[import-untyped]
 from sevsnpmeasure.vcpu_types import CPU_SIGS  # type: ignore[import-untyped]
 
-from custodes.admin_client import AdminClient, load_admin_key
+from custodes.cli import rv_measured_boot
 from custodes.cli._common import add_url, require_url
-from custodes.cli.evidence import parse_time
+from custodes.cli.admin_identity import add_identity_options
 from custodes.errors import ConfigError
+
+# The measurement library, the admin client and the time parser are imported by the handlers:
+# `--help` stays light (sevsnpmeasure.vcpu_types is a table).
 
 DEFAULT_REFERENCE_VALUE: Final = "snp_launch_measurement"
 DEFAULT_GUEST_FEATURES: Final = 0x1  # sev-snp-measure's default (SNPActive)
@@ -55,7 +55,7 @@ class KernelHashesUnsupported(ConfigError):
 
 
 EPILOG = """\
-examples:
+Examples:
   custodes rv snp-measurement --ovmf OVMF.fd --vcpus 2 --vcpu-type EPYC-Genoa
   custodes rv snp-measurement --ovmf AmdSev.fd --vcpus 4 --vcpu-type EPYC-Milan \\
       --kernel vmlinuz --initrd initrd.img --append 'console=ttyS0' \\
@@ -114,9 +114,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=os.environ.get("CUSTODES_ADMIN_KEY"),
         help="admin private key, PEM (env CUSTODES_ADMIN_KEY)",
     )
+    add_identity_options(reg, role="admin")
     reg.add_argument("--expires", help="RFC 3339 time after which the value is not used")
     add_url(m)
     m.set_defaults(func=_snp_measurement, usage_error=m.error)
+    rv_measured_boot.add_parser(actions)
 
 
 def _vcpus(text: str) -> int:
@@ -156,6 +158,8 @@ def _check_ovmf(path: Path, *, measured_kernel: bool) -> None:
             f"{path} is not an OVMF image: {size} bytes is not a whole number of 4 KiB pages "
             f"up to {MAX_OVMF_BYTES} bytes"
         )
+    from sevsnpmeasure.ovmf import OVMF, SectionType  # type: ignore[import-untyped]
+
     try:
         ovmf = OVMF(str(path))
     except (OSError, *_LIBRARY_ERRORS) as e:
@@ -196,6 +200,9 @@ def snp_launch_measurement(
     firmware that cannot launch an SNP guest, :class:`KernelHashesUnsupported` for a kernel
     with firmware that cannot measure one.
     """
+    from sevsnpmeasure import guest as snp_guest  # type: ignore[import-untyped]
+    from sevsnpmeasure.sev_mode import SevMode  # type: ignore[import-untyped]
+
     if vcpu_type not in CPU_SIGS:
         raise ConfigError(f"unknown vCPU type {vcpu_type!r}; known: {', '.join(VCPU_TYPES)}")
     if kernel is None and (initrd is not None or append is not None):
@@ -225,6 +232,9 @@ def snp_launch_measurement(
 
 
 def _snp_measurement(args: argparse.Namespace) -> int:
+    from custodes.admin_client import AdminClient, load_admin_key
+    from custodes.cli._evidence_input import parse_time
+
     if args.kernel is None and (args.initrd is not None or args.append is not None):
         args.usage_error("--initrd and --append need --kernel")
     expiration = None
@@ -250,7 +260,11 @@ def _snp_measurement(args: argparse.Namespace) -> int:
         if args.key is None:
             raise ConfigError("no admin key: pass --key FILE or set CUSTODES_ADMIN_KEY")
         with AdminClient(
-            require_url(args), load_admin_key(args.key), ca_file=args.cacert
+            require_url(args),
+            load_admin_key(args.key),
+            subject=args.subject,
+            audience=args.audience,
+            ca_file=args.cacert,
         ) as client:
             client.register_reference_values({args.register: [value]}, expiration=expiration)
         print(f"registered reference value {args.register} = [{value}]", file=sys.stderr)

@@ -13,38 +13,26 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from cryptography.hazmat.primitives.asymmetric import ec
-
-from custodes.cli._common import write_output
+from custodes.cli._common import add_cacert, write_output
+from custodes.cli._output import add_out, add_output_format, emit
 from custodes.errors import ConfigError, InvalidResourcePath
 from custodes.protocol.resource import ResourceUri
-from custodes.sealed.envelope import KEK_BYTES, open_envelope, seal_envelope
-from custodes.sealed.format import SealedSecret
-from custodes.sealed.keys import (
-    DEFAULT_KID,
-    generate_signing_key,
-    load_signing_key,
-    load_verification_key,
-    private_jwk,
-    public_jwk,
-    write_jwk,
-)
-from custodes.sealed.kids import (
-    BrokerKidResolver,
-    DirectoryKidResolver,
-    KidResolver,
-    RoutingKidResolver,
-)
-from custodes.sealed.payload import EnvelopePayload, VaultPayload
-from custodes.sealed.seal import seal
-from custodes.sealed.unseal import unseal, verified_payload
 from custodes.types.json import JsonObject
 from custodes.types.secret import Secret
 
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from custodes.sealed.kids import KidResolver
+
+# custodes.sealed (and with it cryptography) is imported by the handlers: `--help` stays light.
+# The default key id, upstream's; custodes.sealed.keys.DEFAULT_KID (a test keeps them equal).
+DEFAULT_KID: Final = "sealed-signing"
+
 EPILOG = """\
-examples (workload admin, outside the cluster):
+Examples (workload admin, outside the cluster):
   custodes secret keygen --kid kbs:///default/signing-key/sealed \\
       --out-private signing.jwk --out-public signing.pub.jwk
   custodes admin resource put default/signing-key/sealed --file signing.pub.jwk
@@ -117,7 +105,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    kg = actions.add_parser("keygen", help="make a P-256 signing key pair (JWK files)")
+    kg = actions.add_parser(
+        "keygen",
+        help="make a P-256 signing key pair (JWK files)",
+        examples=[
+            "custodes secret keygen --kid kbs:///default/signing-key/sealed "
+            "--out-private signing.jwk --out-public signing.pub.jwk",
+            "custodes secret keygen --output-dir keys/",
+        ],
+    )
     kg.add_argument("--kid", default=DEFAULT_KID, help=f"key id (default {DEFAULT_KID})")
     kg.add_argument("--out-private", type=Path, help="private JWK file (mode 0600)")
     kg.add_argument("--out-public", type=Path, help="public JWK file")
@@ -132,7 +128,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     se = actions.add_parser("seal", help="seal a vault or envelope secret (prints it)")
     _add_signing(se)
     kinds = se.add_subparsers(dest="kind", metavar="KIND", required=True)
-    va = kinds.add_parser("vault", help="a pointer to a broker resource that holds the value")
+    va = kinds.add_parser(
+        "vault",
+        help="a pointer to a broker resource that holds the value",
+        examples=[
+            "custodes secret seal vault --resource kbs:///default/key/db-password "
+            "--key signing.jwk --kid kbs:///default/signing-key/sealed",
+        ],
+    )
     _add_signing(va)
     va.add_argument(
         "--resource",
@@ -150,7 +153,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     va.add_argument("--provider-settings", type=_json_object_arg, default={})
     va.add_argument("-a", "--annotations", type=_json_object_arg, default={})
     va.set_defaults(func=_seal_vault)
-    en = kinds.add_parser("envelope", help="the value itself, encrypted under a broker-held KEK")
+    en = kinds.add_parser(
+        "envelope",
+        help="the value itself, encrypted under a broker-held KEK",
+        examples=[
+            "custodes secret seal envelope --kek kbs:///default/kek/app --kek-file kek.bin "
+            "--plaintext-file token.txt --key signing.jwk --kid kbs:///default/signing-key/sealed",
+        ],
+    )
     _add_signing(en)
     en.add_argument(
         "--kek",
@@ -176,6 +186,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "open an envelope locally. With --url (inside a TEE): attest to the broker and "
             "print the plaintext, as the guest does."
         ),
+        examples=[
+            "custodes secret unseal --public-key signing.pub.jwk sealed.eyJ...",
+            "custodes secret unseal --public-key signing.pub.jwk --kek-file kek.bin "
+            "--file api-token.sealed --out token.txt",
+            "custodes secret unseal --url https://broker:8080 --tee tpm --file db.sealed",
+        ],
     )
     _add_sealed_input(un)
     un.add_argument("--public-key", type=Path, help="verification key: public JWK or PEM")
@@ -190,17 +206,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="INSECURE: accept the legacy unsigned form (signed secrets are still verified)",
     )
     un.add_argument("--kek-file", type=Path, help="open an envelope with this local raw KEK")
-    un.add_argument("--output", type=Path, help="write the plaintext to FILE (mode 0600)")
+    add_out(un, text="write the plaintext to FILE (mode 0600)")
     # No CUSTODES_URL default here: an admin shell often sets it for `custodes admin`, and
     # unseal must not start attesting unless asked to.
     un.add_argument("--url", help="inside a TEE: attest to this broker and fetch the value")
-    un.add_argument("--cacert", type=Path, help="CA certificate (PEM) of the broker's TLS")
+    add_cacert(un)
     un.add_argument("--tee", help="attester with --url (default: detect; 'sample' for tests)")
     un.add_argument("--tcti", help="TPM to use with --tee tpm")
     un.set_defaults(func=_unseal)
 
-    ins = actions.add_parser("inspect", help="show header and payload WITHOUT verifying")
+    ins = actions.add_parser(
+        "inspect",
+        help="show header and payload WITHOUT verifying",
+        examples=[
+            "custodes secret inspect sealed.eyJ...",
+            "kubectl get secret db -o jsonpath='{.data.password}' | base64 -d | "
+            "custodes secret inspect - -o yaml",
+        ],
+    )
     _add_sealed_input(ins)
+    # A nested document: JSON by default (as before), YAML on request.
+    add_output_format(ins, formats=("json", "yaml"), default="json")
     ins.set_defaults(func=_inspect)
 
 
@@ -223,9 +249,20 @@ def _keygen(args: argparse.Namespace) -> int:
         out_public = out_public or args.output_dir / f"{stem}-public.json"
     if out_private.resolve() == out_public.resolve():
         raise ConfigError("--out-private and --out-public must be different files")
+    from custodes._internal.atomic import check_target
+
+    # Both checked first: a refused public key file must not leave a lone private key.
+    check_target(out_private, overwrite=False)
+    check_target(out_public, overwrite=False)
+    from custodes.sealed.keys import generate_signing_key, private_jwk, public_jwk, write_jwk
+
     key = generate_signing_key()
     write_jwk(out_private, private_jwk(key, args.kid), private=True)
-    write_jwk(out_public, public_jwk(key.public_key(), args.kid), private=False)
+    try:
+        write_jwk(out_public, public_jwk(key.public_key(), args.kid), private=False)
+    except BaseException:
+        out_private.unlink(missing_ok=True)
+        raise
     print(f"private key: {out_private} (keep it off the cluster)", file=sys.stderr)
     print(f"public key:  {out_public}", file=sys.stderr)
     if args.kid.startswith("kbs://"):
@@ -246,6 +283,8 @@ def _keygen(args: argparse.Namespace) -> int:
 
 
 def _signing(args: argparse.Namespace) -> tuple[ec.EllipticCurvePrivateKey, str]:
+    from custodes.sealed.keys import load_signing_key
+
     kid = getattr(args, "kid", None)
     key_path = getattr(args, "key", None)
     if not kid or key_path is None:
@@ -254,6 +293,9 @@ def _signing(args: argparse.Namespace) -> tuple[ec.EllipticCurvePrivateKey, str]
 
 
 def _seal_vault(args: argparse.Namespace) -> int:
+    from custodes.sealed.payload import VaultPayload
+    from custodes.sealed.seal import seal
+
     key, kid = _signing(args)
     if args.provider == "kbs":
         uri = ResourceUri.parse(args.resource)  # InvalidResourcePath: a clear error
@@ -287,6 +329,8 @@ def _read_file(path: Path, what: str) -> bytes:
 
 
 def _read_kek(path: Path) -> Secret[bytes]:
+    from custodes.sealed.envelope import KEK_BYTES
+
     kek = Secret(_read_file(path, "KEK"))
     if len(kek) != KEK_BYTES:
         raise ConfigError(f"{path}: a KEK is exactly {KEK_BYTES} raw bytes, not {len(kek)}")
@@ -294,6 +338,9 @@ def _read_kek(path: Path) -> Secret[bytes]:
 
 
 def _seal_envelope(args: argparse.Namespace) -> int:
+    from custodes.sealed.envelope import seal_envelope
+    from custodes.sealed.seal import seal
+
     key, kid = _signing(args)
     kek = _read_kek(args.kek_file)
     plaintext = _read_file(args.plaintext_file, "plaintext")
@@ -326,6 +373,8 @@ def _sealed_text(args: argparse.Namespace) -> str:
 def _kids(args: argparse.Namespace, broker: KidResolver | None) -> KidResolver | None:
     """--public-key for every kid; else, as the guest, URI kids to the broker (if any) and
     other kids to --key-dir (if given)."""
+    from custodes.sealed.kids import DirectoryKidResolver, RoutingKidResolver
+
     if args.public_key is not None and args.key_dir is not None:
         raise ConfigError("give --public-key or --key-dir, not both")
     if args.public_key is not None:
@@ -340,6 +389,8 @@ class _FixedKey:
     """One verification key given on the command line, whatever the kid says."""
 
     def __init__(self, path: Path) -> None:
+        from custodes.sealed.keys import load_verification_key
+
         self._key = load_verification_key(path)
 
     def public_key(self, kid: str) -> ec.EllipticCurvePublicKey:
@@ -347,6 +398,11 @@ class _FixedKey:
 
 
 def _unseal(args: argparse.Namespace) -> int:
+    from custodes.sealed.envelope import open_envelope
+    from custodes.sealed.format import SealedSecret
+    from custodes.sealed.payload import EnvelopePayload
+    from custodes.sealed.unseal import verified_payload
+
     text = _sealed_text(args)
     if args.url is not None or args.tee is not None:
         return _unseal_with_broker(args, text)
@@ -385,6 +441,8 @@ def _unseal_with_broker(args: argparse.Namespace, text: str) -> int:
     # Imported here: only this path needs the guest stack (attesters, HTTP client).
     from custodes.guest.attester.select import select_attester
     from custodes.guest.kbs_client import KbsClient
+    from custodes.sealed.kids import BrokerKidResolver
+    from custodes.sealed.unseal import unseal
 
     url: str | None = args.url
     if not url or not url.startswith(("http://", "https://")):
@@ -401,19 +459,18 @@ def _unseal_with_broker(args: argparse.Namespace, text: str) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
+    from custodes.sealed.format import SealedSecret
+
     secret = SealedSecret.parse(_sealed_text(args))
     print(_UNVERIFIED, file=sys.stderr)
-    print(
-        json.dumps(
-            {
-                "warning": _UNVERIFIED,
-                "signature": "NOT VERIFIED" if secret.is_signed else "UNSIGNED (legacy form)",
-                "kid": secret.kid,
-                "header": secret.header,
-                "payload": secret.payload,
-            },
-            indent=2,
-            ensure_ascii=False,
-        )
+    emit(
+        args,
+        {
+            "warning": _UNVERIFIED,
+            "signature": "NOT VERIFIED" if secret.is_signed else "UNSIGNED (legacy form)",
+            "kid": secret.kid,
+            "header": secret.header,
+            "payload": secret.payload,
+        },
     )
     return 0

@@ -7,12 +7,16 @@ import dataclasses
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from custodes import __version__
-from custodes.kbs.app import create_app
-from custodes.kbs.broker import build_broker
-from custodes.kbs.config import KbsConfig, load_config
-from custodes.kbs.server import base_url, bind_socket, uvicorn_server
+from custodes.errors import ConfigError
+
+if TYPE_CHECKING:
+    from custodes._internal.rollback import Created
+    from custodes.kbs.config import KbsConfig
+
+# The broker (verifiers, Rego, the web stack) is imported by the handler: `--help` stays light.
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +32,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "directory and says where."
         ),
         epilog=(
-            "examples:\n"
+            "Examples:\n"
             "  custodes serve            # defaults: 127.0.0.1:8080, state in ./custodes-data\n"
             "  custodes serve --config /etc/custodes/serve.toml\n"
             "  custodes serve --listen 127.0.0.1:0 --unsafe-allow-sample-tee  # tests, demos\n"
@@ -48,6 +52,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def effective_config(args: argparse.Namespace) -> KbsConfig:
+    from custodes.kbs.config import load_config
+
     config = load_config(args.config)
     server = config.server
     if args.listen:
@@ -84,15 +90,66 @@ def banner(config: KbsConfig, url: str, generated_admin: object) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from custodes.kbs.app import create_app
+    from custodes.kbs.broker import build_broker
+    from custodes.kbs.server import base_url, bind_socket, uvicorn_server
+
     config = effective_config(args)
-    broker = build_broker(config)
-    app = create_app(broker)
-    sock = bind_socket(config.server.host, config.server.port)
+    if config.server.tls_cert is not None and config.server.tls_key is not None:
+        from custodes._internal.tls import check_server_pair
+
+        check_server_pair(config.server.tls_cert, config.server.tls_key)  # before creating
+    created = _state_paths(config)
+    try:
+        broker = build_broker(config)
+    except BaseException:
+        _undo_failed_start(created)
+        raise
+    try:
+        app = create_app(broker)
+        sock = bind_socket(config.server.host, config.server.port)
+    except BaseException:
+        broker.close()
+        _undo_failed_start(created)
+        raise
     url = base_url(config, sock)
+    broker.listening_at(url)  # admin tokens must name this URL unless server.public_urls
     for line in banner(config, url, broker.generated_admin_key):
         print(line, file=sys.stderr, flush=True)
+    print(
+        "  admin tokens must name (aud): " + ", ".join(broker.origins.current()),
+        file=sys.stderr,
+        flush=True,
+    )
+    server = uvicorn_server(app, config)
     try:
-        uvicorn_server(app, config).run(sockets=[sock])
+        server.run(sockets=[sock])
     finally:
         broker.close()
+        if not server.started:
+            _undo_failed_start(created)
+    if not server.started:
+        raise ConfigError("the broker did not start (the reason is logged above)")
     return 0
+
+
+def _state_paths(config: KbsConfig) -> Created:
+    """What a start may create: the data directory, and the SQLite store and its journals
+    wherever ``storage.path`` puts them."""
+    from custodes._internal.rollback import Created
+
+    files: list[Path] = []
+    if config.storage.backend == "sqlite":
+        db = config.sqlite_path
+        files = [db, *(db.with_name(db.name + s) for s in ("-wal", "-shm", "-journal"))]
+    return Created([config.server.data_dir, *{f.parent for f in files}], files)
+
+
+def _undo_failed_start(created: Created) -> None:
+    """A start that failed leaves nothing it created (keys, master key, store)."""
+    removed = set(created.undo())
+    tops = sorted(p for p in removed if p.parent not in removed)  # a directory stands for all
+    if tops:
+        logger.warning(
+            "the start failed: removed what it had created: %s", ", ".join(map(str, tops))
+        )

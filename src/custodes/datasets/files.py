@@ -4,14 +4,17 @@ A directory is encrypted file by file: each regular file ``src/<rel>`` becomes
 ``dst/<rel>.cdx``, and decrypting maps it back. Symbolic links and special files in the
 source are refused before anything is written (a link could point the work anywhere).
 
-Every output is written to ``<name>.partial`` (mode 0600, created exclusively), flushed,
-fsynced and only then renamed to ``<name>``. On any failure — a chunk that does not
-authenticate halfway, ``KeyboardInterrupt``, a full disk — the partial file is deleted, the
-outputs this call already completed are deleted too, and so are the directories it created:
-nothing is left under a final name. A reader must therefore never consume a ``.partial``
-file, nor plaintext from a decryption that raised: that plaintext was not all authenticated
-and is deleted, never renamed. A process killed outright (SIGKILL, power loss) cannot clean
-up; it leaves at most a ``.partial`` file, which the next run for the same output deletes.
+Every output is written with :func:`custodes._internal.atomic.atomic_output`: to
+``<name>.partial`` (mode 0600, created exclusively), flushed, fsynced and only then renamed
+to ``<name>``. The directory that receives the output must exist (a tree's own directories
+below it are created) unless the caller passes ``create_parents``. On any failure — a chunk
+that does not authenticate halfway, ``KeyboardInterrupt``, a full disk — the partial file is
+deleted, the outputs this call already completed are deleted too, and so are the directories
+it created: nothing is left under a final name. A reader must therefore never consume a
+``.partial`` file, nor plaintext from a decryption that raised: that plaintext was not all
+authenticated and is deleted, never renamed. A process killed outright (SIGKILL, power
+loss) cannot clean up; it leaves at most a ``.partial`` file, which the next run for the same
+output deletes.
 Resuming an interrupted run is not supported: run it again.
 
 What a directory does NOT authenticate: file names, and which files are present. Each file
@@ -25,11 +28,13 @@ import contextlib
 import logging
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
 
+from custodes._internal.atomic import PARTIAL_SUFFIX as PARTIAL_SUFFIX
+from custodes._internal.atomic import OutputError, atomic_output
 from custodes.datasets.errors import DatasetPathError
 from custodes.datasets.format import DEFAULT_CHUNK_SIZE, Progress, decrypt_stream, encrypt_stream
 from custodes.types.secret import Secret
@@ -37,9 +42,7 @@ from custodes.types.secret import Secret
 logger = logging.getLogger(__name__)
 
 SUFFIX: Final = ".cdx"
-PARTIAL_SUFFIX: Final = ".partial"
 _DIR_MODE: Final = 0o700
-_FILE_MODE: Final = 0o600
 
 _Work = Callable[[BinaryIO, BinaryIO], None]
 
@@ -155,44 +158,6 @@ class _Outputs:
                 d.rmdir()
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def _atomic_output(target: Path, *, overwrite: bool) -> Iterator[BinaryIO]:
-    """A file that appears under ``target`` only complete: written as ``target.partial``,
-    fsynced, then renamed; deleted on any exception."""
-    partial = target.with_name(target.name + PARTIAL_SUFFIX)
-    # A leftover of a killed run: ours by name, and its content is not to be trusted.
-    partial.unlink(missing_ok=True)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(partial, flags | getattr(os, "O_CLOEXEC", 0), _FILE_MODE)
-    f = os.fdopen(fd, "wb")
-    renamed = False
-    try:
-        yield f
-        f.flush()
-        os.fsync(f.fileno())
-        f.close()
-        if not overwrite and os.path.lexists(target):
-            raise DatasetPathError(f"{target} exists; refusing to overwrite it")
-        os.replace(partial, target)
-        renamed = True
-        _fsync_dir(target.parent)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            f.close()
-        partial.unlink(missing_ok=True)
-        if renamed:  # the directory could not be synced: the rename may not be durable
-            target.unlink(missing_ok=True)
-        raise
-
-
 def _open_source(path: Path) -> BinaryIO:
     # O_NOFOLLOW: the plan refused links; a link swapped in since then is refused too.
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -208,7 +173,24 @@ def _check_targets(jobs: list[Job], overwrite: bool) -> None:
                 raise DatasetPathError(f"{job.target} exists and is not a regular file")
 
 
-def _run(jobs: list[Job], overwrite: bool, work: _Work) -> list[Path]:
+def _check_output_root(dst: Path, create_parents: bool) -> None:
+    """The directory that receives ``dst`` must exist unless ``create_parents``: a typo in an
+    output path must not silently grow a new tree of plaintext."""
+    if create_parents:
+        return
+    parent = dst.parent
+    if not parent.exists():
+        raise DatasetPathError(
+            f"cannot write {dst}: directory {parent} does not exist (create it first)"
+        )
+    if not parent.is_dir():
+        raise DatasetPathError(f"cannot write {dst}: {parent} is not a directory")
+
+
+def _run(
+    dst: Path, jobs: list[Job], overwrite: bool, work: _Work, *, create_parents: bool
+) -> list[Path]:
+    _check_output_root(dst, create_parents)
     _check_targets(jobs, overwrite)
     outputs = _Outputs()
     try:
@@ -217,9 +199,11 @@ def _run(jobs: list[Job], overwrite: bool, work: _Work) -> list[Path]:
                 outputs.make_parents(job.target)
                 with (
                     _open_source(job.source) as src,
-                    _atomic_output(job.target, overwrite=overwrite) as dst,
+                    atomic_output(job.target, private=True, overwrite=overwrite) as out,
                 ):
-                    work(src, dst)
+                    work(src, out)
+            except OutputError as e:
+                raise DatasetPathError(str(e)) from e
             except OSError as e:
                 where = e.filename or job.target
                 raise DatasetPathError(f"{where}: {e.strerror or e}") from e
@@ -239,15 +223,17 @@ def encrypt_path(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress: Progress | None = None,
     overwrite: bool = False,
+    create_parents: bool = False,
 ) -> list[Path]:
     """Encrypt a file (to ``dst``) or a directory tree (to ``dst/<rel>.cdx``); returns the
-    files written. ``progress`` gets plaintext byte increments across all files."""
+    files written. ``progress`` gets plaintext byte increments across all files. The
+    directory holding ``dst`` must exist unless ``create_parents``."""
     jobs = encrypt_plan(src, dst)
 
     def work(source: BinaryIO, target: BinaryIO) -> None:
         encrypt_stream(source, target, key, key_id, chunk_size=chunk_size, progress=progress)
 
-    return _run(jobs, overwrite, work)
+    return _run(dst, jobs, overwrite, work, create_parents=create_parents)
 
 
 def decrypt_path(
@@ -258,12 +244,14 @@ def decrypt_path(
     expected_key_id: str | None = None,
     progress: Progress | None = None,
     overwrite: bool = False,
+    create_parents: bool = False,
 ) -> list[Path]:
     """Decrypt a dataset file (to ``dst``) or a tree of ``.cdx`` files (to ``dst/<rel>``);
-    returns the files written. On any failure nothing is left under a final name."""
+    returns the files written. On any failure nothing is left under a final name. The
+    directory holding ``dst`` must exist unless ``create_parents``."""
     jobs = decrypt_plan(src, dst)
 
     def work(source: BinaryIO, target: BinaryIO) -> None:
         decrypt_stream(source, target, key, expected_key_id=expected_key_id, progress=progress)
 
-    return _run(jobs, overwrite, work)
+    return _run(dst, jobs, overwrite, work, create_parents=create_parents)

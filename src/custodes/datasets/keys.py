@@ -13,11 +13,11 @@ created with mode 0600 and never overwritten.
 
 from __future__ import annotations
 
-import os
 import secrets
 from pathlib import Path
 from typing import Final
 
+from custodes._internal.atomic import OutputError, write_atomic
 from custodes._internal.b64 import b64std_decode, b64std_encode
 from custodes.datasets.errors import DatasetKeyError
 from custodes.datasets.format import KEY_BYTES
@@ -85,21 +85,7 @@ def write_key_file(path: Path, key: Secret[bytes], *, text: bool = False) -> Non
     Refuses to replace an existing file: a lost data key is lost data.
     """
     data = encode_key_text(key) if text else check_key(key).reveal()
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     try:
-        fd = os.open(path, flags, 0o600)
-    except FileExistsError as e:
-        raise DatasetKeyError(f"{path} exists; refusing to overwrite a key file") from e
-    except OSError as e:
-        raise DatasetKeyError(f"cannot create key file {path}: {e.strerror}") from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as e:
-        path.unlink(missing_ok=True)
-        raise DatasetKeyError(f"cannot write key file {path}: {e.strerror}") from e
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
+        write_atomic(path, data, private=True, overwrite=False)
+    except OutputError as e:
+        raise DatasetKeyError(str(e)) from e

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 
 from custodes.guest.attester.base import Attester
 from custodes.guest.config import BrokerConfig, GuestConfig
@@ -21,10 +22,17 @@ logger = logging.getLogger(__name__)
 
 class AttestationAgent:
     def __init__(
-        self, config: GuestConfig, attester: Attester, *, init_data: str | None = None
+        self,
+        config: GuestConfig,
+        attester: Attester,
+        *,
+        init_data: str | None = None,
+        device_attesters: Sequence[Attester] = (),
     ) -> None:
+        """``device_attesters`` (GPUs) go with every attestation as additional evidence."""
         self.config = config
         self.attester = attester
+        self.device_attesters = tuple(device_attesters)
         self.init_data = init_data
         self._clients: dict[str, KbsClient] = {}
         self._lock = threading.Lock()
@@ -39,6 +47,7 @@ class AttestationAgent:
                     key_kind=self.config.key_type,
                     init_data=self.init_data,
                     ca_file=broker.cacert,
+                    device_attesters=self.device_attesters,
                 )
                 self._clients[broker.name] = client
             return client

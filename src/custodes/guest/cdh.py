@@ -4,11 +4,12 @@ attestation agent (so a start attests once per broker, however many secrets it n
 from __future__ import annotations
 
 import logging
-import os
+import threading
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from custodes._internal.atomic import write_atomic
 from custodes.errors import ConfigError
 from custodes.guest.agent import AttestationAgent
 from custodes.guest.config import Credential
@@ -56,31 +57,41 @@ class ConfidentialDataHub:
     def fetch_credentials(self, credentials: tuple[Credential, ...]) -> list[Path]:
         """Upstream's ``[[credentials]]``: fetch each resource and write it under the
         credentials root (0600), refusing any path outside it."""
-        root = self.agent.config.credentials_root.resolve()
         written = []
         for cred in credentials:
-            target = _inside(root, cred.path)
-            data = self.get_resource(cred.resource_uri)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            write_private(target, data.reveal())
-            logger.info("credential %s -> %s", cred.resource_uri, target)
-            written.append(target)
+            target = self.credential_target(cred)
+            written.append(write_credential(cred, target, self.get_resource(cred.resource_uri)))
         return written
+
+    def credential_target(self, cred: Credential) -> Path:
+        """Where ``cred`` goes: under the credentials root, or a :class:`ConfigError`."""
+        return _inside(self.agent.config.credentials_root.resolve(), cred.path)
+
+
+def write_credential(cred: Credential, target: Path, data: Secret[bytes]) -> Path:
+    """Write a fetched credential (0600, atomically) where ``credential_target`` put it."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_private(target, data.reveal())
+    logger.info("credential %s -> %s", cred.resource_uri, target)
+    return target
 
 
 class _Cached:
     """Remembers verification keys by kid: a start with many secrets sealed under one key
-    fetches that key from the broker once."""
+    fetches that key from the broker once, even when its secrets are unsealed by concurrent
+    threads (the lock makes the first fetch of a kid the only one; the others wait for it)."""
 
     def __init__(self, inner: KidResolver) -> None:
         self._inner = inner
         self._keys: dict[str, ec.EllipticCurvePublicKey] = {}
+        self._lock = threading.Lock()
 
     def public_key(self, kid: str) -> ec.EllipticCurvePublicKey:
-        key = self._keys.get(kid)
-        if key is None:
-            key = self._keys[kid] = self._inner.public_key(kid)
-        return key
+        with self._lock:
+            key = self._keys.get(kid)
+            if key is None:
+                key = self._keys[kid] = self._inner.public_key(kid)
+            return key
 
 
 def _inside(root: Path, path: Path) -> Path:
@@ -94,15 +105,5 @@ def _inside(root: Path, path: Path) -> Path:
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` atomically with mode 0600 (a temporary file renamed over ``path``)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write ``data`` atomically with mode 0600 (the shared writer: complete or nothing)."""
+    write_atomic(path, data, private=True)

@@ -212,11 +212,16 @@ def filesystem_of(path: Path, mounts: Iterable[Mount]) -> Mount:
 
 
 def check_memory_backed(
-    target: Path, *, allow_persistent: bool = False, mountinfo: Path = MOUNTINFO
+    target: Path,
+    *,
+    allow_persistent: bool = False,
+    mountinfo: Path = MOUNTINFO,
+    override_flag: str = "--dataset-allow-persistent",
 ) -> str:
     """Refuse ``target`` unless it is on tmpfs/ramfs; returns the filesystem type.
 
     ``allow_persistent`` lets anything through, with a warning naming the filesystem.
+    ``override_flag`` is the option the messages name (it differs between commands).
     """
     where = existing_ancestor(target)
     try:
@@ -235,13 +240,14 @@ def check_memory_backed(
         raise NotMemoryBacked(
             f"{target} is on a {fs_type} filesystem ({where}), not in memory: decrypted data "
             "goes only to tmpfs or ramfs (e.g. under /dev/shm or an emptyDir with "
-            "medium: Memory); --dataset-allow-persistent overrides this, INSECURELY"
+            f"medium: Memory); {override_flag} overrides this, INSECURELY"
         )
     logger.warning(
         "INSECURE: writing the plaintext of a dataset to %s on a %s filesystem, which may "
-        "persist it (--dataset-allow-persistent)",
+        "persist it (%s)",
         target,
         fs_type,
+        override_flag,
     )
     return fs_type
 
@@ -293,6 +299,7 @@ def decrypt(planned: PlannedDataset, key: Secret[bytes]) -> list[Path]:
         key,
         expected_key_id=planned.key_id,
         overwrite=True,  # a restarted container finds its earlier copy: replace it whole
+        create_parents=True,  # directories inside the memory-backed mount checked by plan()
     )
 
 

@@ -4,15 +4,24 @@ Behaviour mirrored from upstream's client: the token is cached until it expires;
 request answered 401 triggers a fresh handshake and a retry (3 tries in all); 404 is "not
 found"; anything else is an error. The ephemeral TEE key is made per client and never leaves
 it; resources arrive as a JWE to that key.
+
+A client is shared by the threads of a pod start (``custodes run`` fetches its secrets
+concurrently): one handshake runs at a time, under a lock, and a thread that finds its token
+refused re-attests only if no other thread has already replaced that token, so a burst of
+401s costs one handshake, not one each. The session cookie of the handshake is carried
+explicitly, never through the HTTP client's cookie jar, which every thread would share.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+from http.cookies import CookieError, SimpleCookie
 from pathlib import Path
 from typing import Literal
 
@@ -20,14 +29,17 @@ import httpx
 
 from custodes._internal.b64 import b64url_decode
 from custodes._internal.kbs_http import KbsRequestError, raise_for_error
+from custodes._internal.tls import tls_verify
 from custodes.errors import MalformedMessage, UpstreamError
 from custodes.guest.attester.base import Attester
 from custodes.protocol.binding import (
     HashAlgorithm,
+    device_runtime_data_digest,
     runtime_data_digest,
     select_hash_algorithm,
 )
 from custodes.protocol.messages import (
+    POLICY_SELECTOR,
     PROTOCOL_VERSION,
     Attestation,
     AttestationResult,
@@ -86,16 +98,35 @@ class KbsClient:
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
         clock: Callable[[], float] = time.time,
+        device_attesters: Sequence[Attester] = (),
+        policy_selector: str | None = None,
     ) -> None:
+        """``device_attesters`` (GPUs) send their evidence as ``additional_evidence``;
+        ``policy_selector`` names the attestation policy to ask for (the broker maps it)."""
         self.base = url.rstrip("/")
+        self.policy_selector = policy_selector
         self.attester = attester
+        self.device_attesters = tuple(device_attesters)
+        if len({a.tee for a in self.device_attesters}) != len(self.device_attesters):
+            raise ValueError("one device attester per device TEE")
         self.key = TeeKeyPair.generate(key_kind)
         self.init_data = init_data
         self._clock = clock
+        # Guards the handshake and the (token, session) pair it produces.
+        self._lock = threading.Lock()
         self._token: Token | None = None
+        self._session_id: str | None = None
         self.handshakes = 0
-        verify: bool | str = str(ca_file) if ca_file else True
-        self._http = httpx.Client(timeout=timeout, verify=verify, transport=transport)
+        verify = tls_verify(ca_file)  # a bad CA file: one precise error, before any request
+        # One connection pool for every thread (HTTP/1.1: one request in flight per
+        # connection, so N concurrent fetches use up to N pooled connections). The jar refuses
+        # every cookie: the session cookie is handled explicitly (see _session_cookie).
+        self._http = httpx.Client(
+            timeout=timeout,
+            verify=verify,
+            transport=transport,
+            cookies=CookieJar(policy=_NoCookies()),
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -126,18 +157,23 @@ class KbsClient:
 
     def attest(self) -> Token:
         """Run the handshake; returns (and caches) the EAR token."""
-        self._http.cookies.clear()
-        request = Request(
-            version=PROTOCOL_VERSION,
-            tee=self.attester.tee,
-            extra_params={"supported-hash-algorithms": [a.value for a in HashAlgorithm]},
-        )
+        with self._lock:
+            return self._handshake()
+
+    def _handshake(self) -> Token:
+        """The RCAR handshake; the caller holds ``self._lock``."""
+        extra: JsonObject = {"supported-hash-algorithms": [a.value for a in HashAlgorithm]}
+        if self.policy_selector is not None:
+            extra[POLICY_SELECTOR] = self.policy_selector
+        request = Request(version=PROTOCOL_VERSION, tee=self.attester.tee, extra_params=extra)
         response = self._send("POST", "auth", json=request.to_json())
         raise_for_error(response)
         challenge = Challenge.from_json(self._json(response))
+        session_id = _session_cookie(response)
+        session = {"Cookie": f"{SESSION_COOKIE}={session_id}"} if session_id else {}
         algorithm = select_hash_algorithm(challenge.extra_params)
         jwk = self.key.public_jwk()
-        additional = ""
+        additional = self._device_evidence(challenge.nonce, jwk, algorithm)
         digest = runtime_data_digest(challenge.nonce, jwk, additional, algorithm)
         evidence = self.attester.evidence(digest)
         attestation = Attestation(
@@ -145,18 +181,47 @@ class KbsClient:
             tee_evidence=TeeEvidence(primary_evidence=evidence, additional_evidence=additional),
             init_data=InitData(format="toml", body=self.init_data) if self.init_data else None,
         )
-        response = self._send("POST", "attest", json=attestation.to_json())
+        response = self._send("POST", "attest", json=attestation.to_json(), headers=session)
         raise_for_error(response)
         result = AttestationResult.from_json(self._json(response))
         self.handshakes += 1
-        self._token = Token.parse(result.token)
-        return self._token
+        token = Token.parse(result.token)
+        self._token, self._session_id = token, session_id
+        return token
+
+    def _device_evidence(self, nonce: str, jwk: JsonObject, algorithm: HashAlgorithm) -> str:
+        """Upstream's ``additional_evidence``: ``""`` or the JSON text of {tee: evidence},
+        each device bound to the digest of {nonce, tee-pubkey}; the CPU evidence then binds
+        this exact text."""
+        if not self.device_attesters:
+            return ""
+        digest = device_runtime_data_digest(nonce, jwk, algorithm)
+        evidence = {str(a.tee): a.evidence(digest) for a in self.device_attesters}
+        return json.dumps(evidence, separators=(",", ":"))
+
+    def _fresh(self, token: Token) -> bool:
+        return token.expires_at - TOKEN_REFRESH_MARGIN > self._clock()
 
     def token(self) -> Token:
         """The cached token while it is valid, else a new one."""
-        if self._token is None or self._token.expires_at - TOKEN_REFRESH_MARGIN <= self._clock():
-            return self.attest()
-        return self._token
+        return self._current()[0]
+
+    def _current(self) -> tuple[Token, str | None]:
+        """The valid token and the session cookie of its handshake, attesting if needed."""
+        with self._lock:
+            token = self._token
+            if token is None or not self._fresh(token):
+                token = self._handshake()
+            return token, self._session_id
+
+    def _renew(self, refused: Token) -> tuple[Token, str | None]:
+        """A token to replace ``refused`` (answered 401): attest again unless another thread
+        already did while this one waited for the lock."""
+        with self._lock:
+            token = self._token
+            if token is None or token is refused or not self._fresh(token):
+                token = self._handshake()
+            return token, self._session_id
 
     # --- resources ------------------------------------------------------------------------
 
@@ -165,12 +230,15 @@ class KbsClient:
     ) -> bytes:
         """Fetch and decrypt a resource. On 401 the client re-attests and retries."""
         last: KbsRequestError | None = None
+        token, session_id = self._current()
         for attempt in range(RESOURCE_TRIES):
-            token = self.token() if attempt == 0 else self.attest()
+            if attempt > 0:
+                token, session_id = self._renew(token)
             headers = {}
             if via == "bearer":
-                self._http.cookies.clear()
                 headers["Authorization"] = f"Bearer {token.value}"
+            elif session_id is not None:
+                headers["Cookie"] = f"{SESSION_COOKIE}={session_id}"
             response = self._send("GET", f"resource/{path}", headers=headers)
             try:
                 raise_for_error(response)
@@ -183,3 +251,25 @@ class KbsClient:
                 continue
             return self.key.decrypt(self._json(response))
         raise last if last is not None else UpstreamError("no attempt was made")
+
+
+class _NoCookies(DefaultCookiePolicy):
+    """A cookie policy that stores nothing: the client's shared jar stays empty."""
+
+    def set_ok(self, cookie: object, request: object) -> bool:
+        return False
+
+
+def _session_cookie(response: httpx.Response) -> str | None:
+    """The ``kbs-session-id`` the broker set on its challenge, read from the response's own
+    ``Set-Cookie`` headers (never through a jar shared between threads)."""
+    for header in response.headers.get_list("set-cookie"):
+        parsed: SimpleCookie = SimpleCookie()
+        try:
+            parsed.load(header)
+        except CookieError:
+            continue
+        morsel = parsed.get(SESSION_COOKIE)
+        if morsel is not None and morsel.value:
+            return morsel.value
+    return None

@@ -19,7 +19,8 @@ as a multi-line literal string (the upstream examples' style: the text appears v
 that can hold it exactly; otherwise (it contains ``'''``, a carriage return or a control
 character, or ends with a quote) as a one-line basic string with escapes. The result is parsed
 back with the strict parser, which must give the same entries, and ``aa.toml``/``cdh.toml``
-must be TOML and a ``policy.rego``'s ``policy_data`` JSON, as the broker will require.
+must be TOML and a ``policy.rego`` must compile with one constant ``policy_data`` object (or
+none), as the broker will require.
 
 The default algorithm is sha256: it is the only one every TEE binding accepts without
 truncation (SNP HOST_DATA and PCR 8 need it; TDX MRCONFIGID takes it zero-padded).
@@ -116,7 +117,7 @@ def build_document(entries: Mapping[str, str], algorithm: str = DEFAULT_ALGORITH
     if dict(init_data.data) != dict(entries):
         # The writer's contract; a failure here is a custodes bug, never silent data loss.
         raise InitDataError("rendered init-data does not read back as the given entries")
-    init_data.claims()  # aa.toml/cdh.toml must be TOML, policy_data JSON
+    init_data.claims()  # aa.toml/cdh.toml must be TOML, policy.rego compile (policy_data)
     return init_data
 
 

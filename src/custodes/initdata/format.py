@@ -10,19 +10,21 @@ changes it. The digest is what the TEE's launch field (HOSTDATA, MRCONFIGID, PCR
 
 Claims (``init_data_claims`` in the annotated evidence) follow Trustee: the ``[data]`` table
 with ``aa.toml`` and ``cdh.toml`` parsed from TOML into objects, and ``policy.rego`` (the Kata
-agent policy, large) replaced by ``agent_policy_claims``: the JSON object that follows the last
-``policy_data := {`` in it, which must run to the end of the text (genpolicy writes it last).
-A ``policy.rego`` without that assignment contributes no ``agent_policy_claims``. TOML dates
-and times inside ``aa.toml``/``cdh.toml`` become RFC 3339 strings.
+agent policy, large) replaced by ``agent_policy_claims``: the value of
+``data.agent_policy.policy_data``, evaluated by the Rego engine, which must be one constant
+object (:mod:`custodes.initdata.agent_policy` says what is refused and why; Trustee searches
+the text for the last ``policy_data := {``, which a comment can fake). A ``policy.rego``
+without ``policy_data`` contributes no ``agent_policy_claims``; one that does not compile is
+refused. TOML dates and times inside ``aa.toml``/``cdh.toml`` become RFC 3339 strings.
 
 This module is at the bottom of the import graph: the broker and the guest both use it.
 """
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import hashlib
-import json
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -42,7 +44,6 @@ CDH_CONFIG: Final = "cdh.toml"
 AGENT_POLICY: Final = "policy.rego"
 AGENT_POLICY_CLAIMS: Final = "agent_policy_claims"
 _TOML_ENTRIES: Final = (AA_CONFIG, CDH_CONFIG)
-_POLICY_DATA: Final = "policy_data := {"
 
 
 def check_algorithm(algorithm: object) -> HashAlgorithmName:
@@ -67,22 +68,6 @@ def _json_from_toml(value: object) -> Json:
     if isinstance(value, dt.datetime | dt.date | dt.time):
         return value.isoformat()
     return value
-
-
-def _agent_policy_claims(policy: str) -> JsonObject | None:
-    at = policy.rfind(_POLICY_DATA)
-    if at < 0:
-        return None
-    text = policy[at + len(_POLICY_DATA) - 1 :]
-    try:
-        claims, end = json.JSONDecoder().raw_decode(text)
-    except (json.JSONDecodeError, RecursionError) as e:
-        raise InitDataError(f"policy.rego: policy_data is not a JSON object: {e}") from e
-    if text[end:].strip():
-        raise InitDataError("policy.rego: text follows the policy_data object")
-    if not isinstance(claims, dict):
-        raise InitDataError("policy.rego: policy_data is not a JSON object")
-    return claims
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +110,16 @@ class InitData:
         extra = sorted(set(doc) - {"version", "algorithm", "data"})
         if extra:
             raise InitDataError(f"init-data has unknown top-level keys {extra}")
+        if not doc:
+            raise InitDataError(
+                f'init-data is empty: expected version = "{INITDATA_VERSION}", algorithm and '
+                "a [data] table"
+            )
         version = doc.get("version")
+        if version is None:
+            raise InitDataError(
+                f'init-data has no version: expected version = "{INITDATA_VERSION}"'
+            )
         if version != INITDATA_VERSION:
             raise InitDataError(f"init-data version {version!r} is not {INITDATA_VERSION!r}")
         algorithm = check_algorithm(doc.get("algorithm"))
@@ -162,9 +156,14 @@ class InitData:
                 except (tomllib.TOMLDecodeError, RecursionError) as e:
                     raise InitDataError(f"init-data entry {key!r} is not TOML: {e}") from e
             elif key == AGENT_POLICY:
-                agent_policy = _agent_policy_claims(value)
+                # Evaluated, not searched for. Imported here: the Rego engine is loaded only
+                # by what reads an agent policy (the guest never does).
+                from custodes.initdata.agent_policy import parse_agent_policy
+
+                agent_policy = parse_agent_policy(value).policy_data
                 if agent_policy is not None:
-                    claims[AGENT_POLICY_CLAIMS] = agent_policy
+                    # A copy: the parsed policy is cached and shared between attestations.
+                    claims[AGENT_POLICY_CLAIMS] = copy.deepcopy(agent_policy)
             else:
                 claims[key] = value
         return claims

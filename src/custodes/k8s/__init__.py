@@ -12,6 +12,8 @@ namespaces that would read a plain Secret or talk to a broker not the tenant's.
 - :mod:`.pod`: making a workload confidential (runtime class, init-data, ``custodes run``);
 - :mod:`.podcheck`: the rules a pod in a confidential namespace must follow;
 - :mod:`.webhook_config`, :mod:`.admission`, :mod:`.webhook`: the admission webhook.
+- :mod:`.access`: the offline access analysis of a cluster dump (who can obtain which
+  workload secret in plaintext), behind ``custodes audit access-matrix``.
 
 See ``docs/kubernetes.md``.
 """

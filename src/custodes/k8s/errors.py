@@ -30,6 +30,13 @@ class SecretSourceError(ManifestError):
     code = "k8s-secret-source"
 
 
+class InventoryError(ConfigError):
+    """A cluster dump for the access analysis cannot be used: not YAML, an object without a
+    kind, a field of the wrong type or missing."""
+
+    code = "k8s-inventory"
+
+
 class WebhookConfigError(ConfigError):
     """The webhook configuration file is invalid."""
 

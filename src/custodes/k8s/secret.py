@@ -144,6 +144,16 @@ def values_from_files(specs: Iterable[str]) -> dict[str, Secret[bytes]]:
     return values
 
 
+def values_from(literals: Iterable[str], files: Iterable[str]) -> dict[str, Secret[bytes]]:
+    """``--from-literal`` and ``--from-file`` together, as kubectl mixes them: every key once."""
+    values = values_from_literals(literals)
+    for key, value in values_from_files(files).items():
+        if key in values:
+            raise SecretSourceError(f"key {key!r} is given twice (--from-literal and --from-file)")
+        values[key] = value
+    return values
+
+
 def _string_map(obj: JsonObject, name: str, where: str) -> dict[str, str]:
     value = obj.get(name)
     if value is None:

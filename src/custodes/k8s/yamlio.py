@@ -66,14 +66,25 @@ def _check_json(value: object, where: str) -> None:
         raise ManifestError(f"{where}: a {type(value).__name__} has no JSON form")
 
 
-def load_documents(text: str) -> list[JsonObject]:
-    """Every non-empty document of a YAML stream; each must be a mapping."""
-    if len(text.encode("utf-8", "surrogatepass")) > MAX_MANIFEST_BYTES:
-        raise ManifestError(f"manifest is larger than {MAX_MANIFEST_BYTES} bytes")
+def yaml_problem(e: yaml.YAMLError) -> str:
+    """A YAML error in one line, ``line L, column C: PROBLEM (CONTEXT)``: PyYAML's own text
+    spans several lines and quotes the source."""
+    if isinstance(e, yaml.MarkedYAMLError) and e.problem_mark is not None:
+        mark = e.problem_mark
+        context = f" ({e.context})" if e.context else ""
+        return f"line {mark.line + 1}, column {mark.column + 1}: {e.problem}{context}"
+    return " ".join(str(e).split())
+
+
+def load_documents(text: str, *, max_bytes: int = MAX_MANIFEST_BYTES) -> list[JsonObject]:
+    """Every non-empty document of a YAML stream; each must be a mapping. ``max_bytes``: a
+    whole cluster's dump (the access analysis) is larger than one manifest."""
+    if len(text.encode("utf-8", "surrogatepass")) > max_bytes:
+        raise ManifestError(f"manifest is larger than {max_bytes} bytes")
     try:
         raw = list(yaml.load_all(text, Loader=_StrictLoader))
     except yaml.YAMLError as e:
-        raise ManifestError(f"not valid YAML: {e}") from e
+        raise ManifestError(f"not valid YAML: {yaml_problem(e)}") from e
     except RecursionError as e:
         raise ManifestError("YAML nested too deeply") from e
     docs: list[JsonObject] = []

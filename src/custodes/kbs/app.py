@@ -27,9 +27,12 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from custodes._internal.admin_claims import check_subject
 from custodes._internal.b64 import b64url_decode, b64url_encode
+from custodes.attestation import tpm_enrol
 from custodes.errors import (
     AdminAuthError,
+    ConfigError,
     CustodesError,
     InvalidResourcePath,
     MalformedMessage,
@@ -41,15 +44,19 @@ from custodes.errors import (
     UnsupportedTee,
 )
 from custodes.kbs import errors as kerr
-from custodes.kbs.admin_auth import AdminIdentity, Role
+from custodes.kbs.admin_auth import AdminForbidden, AdminIdentity, Role
 from custodes.kbs.broker import RESOURCE_POLICY_ID, Broker, TenantServices
+from custodes.kbs.handshake import read_request
 from custodes.kbs.openapi import openapi_document
+from custodes.kbs.policy_activation import activate_policy
+from custodes.kbs.policy_selector import select_policy
 from custodes.kbs.tenants import (
     DEFAULT_TENANT,
     TENANT_CLAIM,
     Identity,
     TenantStatus,
     check_tenant_id,
+    namespace,
 )
 from custodes.policy.engine import RegoEngine
 from custodes.policy.explain import explain
@@ -57,6 +64,7 @@ from custodes.protocol.appraisal import appraisal_summary
 from custodes.protocol.binding import (
     DEFAULT_HASH_ALGORITHM,
     HashAlgorithm,
+    device_runtime_data_digest,
     runtime_data_digest,
     runtime_data_object,
 )
@@ -65,7 +73,6 @@ from custodes.protocol.messages import (
     Attestation,
     AttestationResult,
     Challenge,
-    Request,
     parse_json_body,
 )
 from custodes.protocol.resource import ResourcePath
@@ -73,6 +80,7 @@ from custodes.protocol.tee_key import TeePublicKey
 from custodes.types.json import Json, JsonObject
 from custodes.types.secret import Secret
 from custodes.types.tee import Tee
+from custodes.ui.routes import ui_routes
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +110,9 @@ def _admin(ctx: Ctx, request: HttpRequest, *, write: bool) -> AdminIdentity:
     """The caller's admin identity; writes need the admin role, reads admit auditors too."""
     who = ctx.t.admin.authenticate(request.headers.get("authorization"))
     if write and who.role is not Role.ADMIN:
-        raise AdminAuthError(f"{who.role} {who.subject!r} may not change tenant {ctx.t.tenant}")
+        raise AdminForbidden(
+            f"{who.role} {who.subject!r} may not change tenant {ctx.t.tenant} (read-only role)"
+        )
     if who.role not in (Role.ADMIN, Role.AUDITOR):
         raise AdminAuthError("not a tenant identity")
     return who
@@ -225,7 +235,7 @@ def _broker_audit(broker: Broker, actor: str, event: JsonObject) -> None:
 
 
 async def auth(request: HttpRequest, ctx: Ctx, rest: list[str]) -> Response:
-    req = Request.from_json(await _read_json(request, ctx.broker))
+    req = read_request(await _read_json(request, ctx.broker), ctx.broker.metrics)
     if req.tee not in ctx.broker.enabled_tees:
         if req.tee.insecure:
             raise UnsupportedTee(
@@ -240,7 +250,14 @@ async def auth(request: HttpRequest, ctx: Ctx, rest: list[str]) -> Response:
         # The client cannot do the default; pick the strongest it offers and say so.
         algorithm = max(offered, key=lambda a: a.digest_size)
         extra = {"selected-hash-algorithm": algorithm.value}
-    session = ctx.t.sessions.create(req.tee.value, algorithm.value)
+    chosen = select_policy(req.policy_selector(), ctx.broker.config.attestation.policy_ids())
+    session = ctx.t.sessions.create(
+        req.tee.value,
+        algorithm.value,
+        policy_id=chosen.policy_id,
+        policy_selector=chosen.selector,
+        protocol_version=req.version,
+    )
     response = _json(Challenge(nonce=session.nonce, extra_params=extra).to_json())
     _set_session_cookie(
         response,
@@ -276,6 +293,12 @@ async def attest(request: HttpRequest, ctx: Ctx, rest: list[str]) -> Response:
                 runtime_data_claims=runtime_data_object(att.runtime_data.nonce, jwk, additional),
                 init_data_toml=att.init_data.body if att.init_data else None,
                 additional_evidence=additional,
+                device_report_data=(
+                    device_runtime_data_digest(att.runtime_data.nonce, jwk, algorithm)
+                    if additional
+                    else None
+                ),
+                policy_id=session.policy_id,
             )
         )
         ctx.broker.metrics.attestation_seconds.observe(time.perf_counter() - started)
@@ -290,6 +313,9 @@ async def attest(request: HttpRequest, ctx: Ctx, rest: list[str]) -> Response:
                 "status": "error",
                 "error": kerr.classify(exc).variant,
                 "reason": str(exc),
+                "policy_id": f"{session.policy_id}_cpu",
+                "policy_selector": session.policy_selector,
+                "protocol_version": session.protocol_version,
             },
         )
         raise
@@ -311,7 +337,9 @@ async def attest(request: HttpRequest, ctx: Ctx, rest: list[str]) -> Response:
             },
             "token_id": token_id,
             "correlation_id": token_id,
-            "policy_id": "default_cpu",
+            "policy_id": f"{session.policy_id}_cpu",
+            "policy_selector": session.policy_selector,
+            "protocol_version": session.protocol_version,
             "policy_version": outcome.policy_version,
             "explanation": outcome.explanation,
             **_replayable(outcome.claims),
@@ -554,14 +582,7 @@ def _policy_activator(attr: str) -> Handler:
         version = body.get("version") if isinstance(body, dict) else None
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
             raise MalformedMessage("body is {'version': N} with N a version number")
-        getattr(ctx.t, attr).activate(rest[0], version)
-        _audit(
-            ctx,
-            "admin",
-            who.subject,
-            {"action": f"{attr}.activate", "policy_id": rest[0], "version": version},
-        )
-        logger.info("admin %s activated %s %s version %d", who.subject, attr, rest[0], version)
+        activate_policy(ctx.broker.audit, ctx.t, who.subject, attr, rest[0], version)
         return Response(status_code=200)
 
     return handler
@@ -744,6 +765,7 @@ def create_app(broker: Broker) -> Starlette:
             Route("/kbs/v0/{rest:path}", api, methods=methods),
             Route("/tenants/{tenant}/kbs/v0/{rest:path}", api, methods=methods),
             Route("/operator/v0/{rest:path}", operator_api, methods=methods),
+            *ui_routes(broker),  # the dashboard (custodes/ui; docs/dashboard.md)
         ],
     )
     app.state.broker = broker
@@ -816,8 +838,10 @@ async def get_denial(request: HttpRequest, ctx: Ctx, rest: list[str]) -> Respons
 
 
 async def get_audit(request: HttpRequest, ctx: Ctx, rest: list[str]) -> Response:
-    """The tenant's audit stream as JSON Lines (``?since=SEQ``), or the verification key."""
-    _admin(ctx, request, write=False)
+    """The tenant's audit stream as JSON Lines (``?since=SEQ``), or the verification key.
+
+    An export appends a signed checkpoint (naming who exported) and ends with it."""
+    who = _admin(ctx, request, write=False)
     log = ctx.broker.audit
     if log is None:
         raise NotFound("this broker keeps no audit log")
@@ -829,10 +853,10 @@ async def get_audit(request: HttpRequest, ctx: Ctx, rest: list[str]) -> Response
     if rest:
         raise kerr.EndpointNotFound("expected /audit or /audit/public-key")
     since = request.query_params.get("since", "0")
-    if not since.isdigit():
+    if not since.isascii() or not since.isdigit():
         raise MalformedMessage("since must be a sequence number")
     buffer = io.BytesIO()
-    log.export(ctx.t.tenant, buffer, since_seq=int(since))
+    log.export(ctx.t.tenant, buffer, since_seq=int(since), actor=who.subject)
     return Response(buffer.getvalue(), media_type="application/jsonl")
 
 
@@ -867,5 +891,65 @@ async def add_identity(request: HttpRequest, ctx: Ctx, rest: list[str]) -> Respo
     return Response(status_code=200)
 
 
+async def remove_identity(request: HttpRequest, ctx: Ctx, rest: list[str]) -> Response:
+    who = _admin(ctx, request, write=True)
+    if ctx.t.tenant == DEFAULT_TENANT:
+        raise kerr.EndpointNotFound("the default tenant's identities are in the broker config")
+    try:
+        subject = check_subject(rest[0])
+    except ConfigError as e:
+        raise MalformedMessage(str(e)) from e
+    ctx.broker.registry.remove_identity(ctx.t.tenant, subject)
+    _audit(ctx, "admin", who.subject, {"action": "identity.remove", "subject": subject})
+    logger.info("admin %s removed identity %s", who.subject, subject)
+    return Response(status_code=200)
+
+
 _ROUTES[("GET", "identities")] = (list_identities, frozenset({0}))
 _ROUTES[("POST", "identities")] = (add_identity, frozenset({0}))
+_ROUTES[("DELETE", "identities")] = (remove_identity, frozenset({1}))
+
+
+# --- TPM AK enrolment by credential activation (custodes extension) ------------------------
+
+
+def _tpm_enrolment(ctx: Ctx) -> tpm_enrol.TpmEnrolment:
+    bundle = ctx.broker.config.attestation.tpm_ek_ca_bundle
+    if bundle is None:
+        raise kerr.EndpointNotFound(
+            "TPM enrolment is not enabled on this broker (attestation.tpm_ek_ca_bundle)"
+        )
+    return tpm_enrol.TpmEnrolment(
+        store=ctx.broker.store,
+        clock=ctx.broker.clock,
+        namespace=namespace(ctx.t.tenant, tpm_enrol.NS_TPM_ENROLMENT),
+        rvps=ctx.t.rvps,
+        anchors=lambda: tpm_enrol.ca_bundle(bundle),
+        ttl_seconds=ctx.broker.config.limits.session_ttl_seconds,
+    )
+
+
+async def tpm_enrol_handler(request: HttpRequest, ctx: Ctx, rest: list[str]) -> Response:
+    """``tpm/enrol`` (a credential for the AK) and ``tpm/enrol/activate`` (the secret back)."""
+    if rest not in (["enrol"], ["enrol", "activate"]):
+        raise kerr.EndpointNotFound("TPM enrolment is /tpm/enrol and /tpm/enrol/activate")
+    service = _tpm_enrolment(ctx)
+    body = await _read_json(request, ctx.broker)
+    event: JsonObject = {"tee": "tpm", "action": "tpm.enrol", "step": "/".join(rest)}
+    try:
+        if rest == ["enrol"]:
+            enrol = tpm_enrol.EnrolRequest.from_json(body)
+            challenge = await anyio.to_thread.run_sync(lambda: service.challenge(enrol))
+            return _json(challenge.to_json())
+        activate = tpm_enrol.ActivateRequest.from_json(body)
+        enrolled = await anyio.to_thread.run_sync(lambda: service.activate(activate))
+    except CustodesError as exc:
+        reason = {"status": "refused", "error": kerr.classify(exc).variant, "reason": str(exc)}
+        _audit(ctx, "attestation", None, {**event, **reason})
+        raise
+    _audit(ctx, "attestation", None, {**event, "status": "enrolled", **enrolled.audit_json()})
+    logger.info("enrolled a TPM AK for tenant %s", ctx.t.tenant)
+    return _json(enrolled.to_json())
+
+
+_ROUTES[("POST", "tpm")] = (tpm_enrol_handler, frozenset({1, 2}))

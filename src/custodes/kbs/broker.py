@@ -11,20 +11,28 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from custodes._internal.clock import Clock, SystemClock
+from custodes._internal.private_files import ensure_private_dir
+from custodes.attestation import tpm_enrol
 from custodes.attestation.ear import EarSigner, EarVerifier
 from custodes.attestation.service import AttestationService
 from custodes.attestation.verifiers.base import Verifier
 from custodes.attestation.verifiers.registry import VerifierSettings, build_verifiers
 from custodes.audit.log import AuditLog
 from custodes.errors import ConfigError
-from custodes.kbs.admin_auth import AdminAuthenticator, Role
+from custodes.kbs.admin_auth import (
+    AdminAuthenticator,
+    Origins,
+    RegisteredKey,
+    ReplayGuard,
+    Role,
+)
 from custodes.kbs.config import KbsConfig
 from custodes.kbs.keys import (
     AUDIT_KEY_FILE,
@@ -94,6 +102,7 @@ class Broker:
     default_admin: AdminAuthenticator
     registry: TenantRegistry
     metrics: Metrics
+    origins: Origins
     audit: AuditLog | None = None
     generated_admin_key: GeneratedAdminKey | None = None
     _tenants: dict[str, tuple[object, TenantServices]] = field(default_factory=dict)
@@ -109,13 +118,13 @@ class Broker:
             if record.status is not TenantStatus.ACTIVE:
                 raise TenantSuspended(f"tenant {tenant_id} is suspended")
             version = record.identities
-            admin = AdminAuthenticator(
-                [i.public_key for i in record.identities],
-                clock=self.clock,
-                leeway_seconds=self.config.admin.leeway_seconds,
-                max_lifetime_seconds=self.config.admin.max_token_lifetime_seconds,
-                roles=[i.role for i in record.identities],
-                subjects=[i.subject for i in record.identities],
+            admin = _authenticator(
+                self.config,
+                self.store,
+                self.clock,
+                [RegisteredKey(i.public_key, i.subject, i.role) for i in record.identities],
+                audiences=self.origins.for_tenant(tenant_id, DEFAULT_TENANT),
+                replay_namespace=namespace(tenant_id, NS_ADMIN_JTI),
             )
         with self._lock:
             cached = self._tenants.get(tenant_id)
@@ -163,13 +172,41 @@ class Broker:
             rvps=rvps,
         )
 
+    def listening_at(self, url: str) -> None:
+        """Called once the broker listens at ``url``: without ``server.public_urls``, admin
+        tokens must name this address (see :class:`Origins`)."""
+        self.origins.listening_at(url)
+
     def close(self) -> None:
         self.store.close()
 
 
-def _default_admin(
-    config: KbsConfig, clock: Clock
-) -> tuple[AdminAuthenticator, GeneratedAdminKey | None]:
+NS_ADMIN_JTI = "admin_jti"
+NS_OPERATOR_JTI = "operator_jti"
+
+
+def _authenticator(
+    config: KbsConfig,
+    store: Store,
+    clock: Clock,
+    identities: list[RegisteredKey],
+    *,
+    audiences: Callable[[], frozenset[str]],
+    replay_namespace: str,
+) -> AdminAuthenticator:
+    return AdminAuthenticator(
+        identities,
+        audiences=audiences,
+        replay=ReplayGuard(store, replay_namespace, clock),
+        clock=clock,
+        leeway_seconds=config.admin.leeway_seconds,
+        max_lifetime_seconds=config.admin.max_token_lifetime_seconds,
+    )
+
+
+def _default_identities(config: KbsConfig) -> tuple[list[RegisteredKey], GeneratedAdminKey | None]:
+    """The default tenant's identities, from the config file (each key bound to its subject),
+    or the admin key pair generated in the data directory (subject ``admin``)."""
     generated = None
     keys: list[AdminPublicKey]
     if config.admin.public_keys:
@@ -179,13 +216,16 @@ def _default_admin(
         keys = [load_public_key(config.server.data_dir / "admin-key.pub.pem")]
     auditors = [load_public_key(p) for p in config.admin.auditor_keys]
     return (
-        AdminAuthenticator(
-            [*keys, *auditors],
-            clock=clock,
-            leeway_seconds=config.admin.leeway_seconds,
-            max_lifetime_seconds=config.admin.max_token_lifetime_seconds,
-            roles=[Role.ADMIN] * len(keys) + [Role.AUDITOR] * len(auditors),
-        ),
+        [
+            *(
+                RegisteredKey(k, s, Role.ADMIN)
+                for k, s in zip(keys, config.admin.admin_subjects(len(keys)), strict=True)
+            ),
+            *(
+                RegisteredKey(k, s, Role.AUDITOR)
+                for k, s in zip(auditors, config.admin.auditor_key_subjects(), strict=True)
+            ),
+        ],
         generated,
     )
 
@@ -231,8 +271,11 @@ def build_broker(
     verifiers: dict[Tee, Verifier] | None = None,
 ) -> Broker:
     clock = clock or SystemClock()
+    if config.attestation.tpm_ek_ca_bundle is not None:
+        # A bad bundle must stop the start, not surface at the first TPM's enrolment.
+        tpm_enrol.ca_bundle(config.attestation.tpm_ek_ca_bundle)
     data_dir: Path = config.server.data_dir
-    data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_private_dir(data_dir)  # 0700 when created: keys and the store live here
     store = store or _open_store(config, clock)
 
     signing_key = load_ear_signing_key(config.token.signing_key, data_dir)
@@ -257,16 +300,35 @@ def build_broker(
             clock,
         )
     )
+    # The TEEs a session may name. Device TEEs (nvidia) are verified only as additional
+    # evidence of a CPU TEE: a GPU alone does not protect the TEE key its evidence binds.
     enabled = frozenset(
-        t for t in verifiers if not t.insecure or config.attestation.unsafe_allow_sample_tee
+        t
+        for t in verifiers
+        if not t.device and (not t.insecure or config.attestation.unsafe_allow_sample_tee)
     )
-    default_admin, generated = _default_admin(config, clock)
-    operator = AdminAuthenticator(
-        [load_public_key(p) for p in config.operator.public_keys],
-        clock=clock,
-        leeway_seconds=config.admin.leeway_seconds,
-        max_lifetime_seconds=config.admin.max_token_lifetime_seconds,
-        roles=[Role.OPERATOR] * len(config.operator.public_keys),
+    origins = Origins(config.server.public_urls)
+    default_identities, generated = _default_identities(config)
+    default_admin = _authenticator(
+        config,
+        store,
+        clock,
+        default_identities,
+        audiences=origins.for_tenant(DEFAULT_TENANT, DEFAULT_TENANT),
+        replay_namespace=namespace(DEFAULT_TENANT, NS_ADMIN_JTI),
+    )
+    operator = _authenticator(
+        config,
+        store,
+        clock,
+        [
+            RegisteredKey(load_public_key(p), s, Role.OPERATOR)
+            for p, s in zip(
+                config.operator.public_keys, config.operator.key_subjects(), strict=True
+            )
+        ],
+        audiences=origins.for_operator(),
+        replay_namespace=NS_OPERATOR_JTI,
     )
     broker = Broker(
         config=config,
@@ -280,10 +342,12 @@ def build_broker(
         default_admin=default_admin,
         registry=TenantRegistry(store, clock),
         metrics=Metrics(),
+        origins=origins,
         audit=AuditLog(
             store,
             load_ear_signing_key(None, data_dir, default_name=AUDIT_KEY_FILE),
             clock,
+            checkpoints=config.audit.checkpoint_policy(),
         ),
         generated_admin_key=generated,
     )

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from custodes._internal.admin_claims import check_subject
+from custodes._internal.admin_claims import normalize as normalize_url
+from custodes.audit.checkpoint import CheckpointPolicy
 from custodes.errors import ConfigError
 
 CONFIG_VERSION = 1
@@ -24,6 +27,10 @@ class ServerConfig:
     data_dir: Path = Path("custodes-data")
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    # The base URLs clients reach this broker at: admin and operator tokens must name one
+    # (their "aud"). Empty: the address it listens on (loopback names for a loopback or
+    # wildcard address).
+    public_urls: tuple[str, ...] = ()
 
     @property
     def host(self) -> str:
@@ -58,14 +65,68 @@ class TokenConfig:
 @dataclass(frozen=True, slots=True)
 class AdminConfig:
     public_keys: tuple[Path, ...] = ()
+    # The subject each of public_keys speaks for (same order); "admin" for a single key.
+    subjects: tuple[str, ...] = ()
     auditor_keys: tuple[Path, ...] = ()
+    # The subject of each auditor key; "auditor" for a single key.
+    auditor_subjects: tuple[str, ...] = ()
     leeway_seconds: int = 60
-    max_token_lifetime_seconds: int = 24 * 3600
+    max_token_lifetime_seconds: int = 900
+
+    def admin_subjects(self, key_count: int) -> tuple[str, ...]:
+        """The subjects of the ``key_count`` admin keys (the generated key counts as one)."""
+        return key_subjects(
+            "admin.public_keys", "admin.subjects", key_count, self.subjects, "admin"
+        )
+
+    def auditor_key_subjects(self) -> tuple[str, ...]:
+        return key_subjects(
+            "admin.auditor_keys",
+            "admin.auditor_subjects",
+            len(self.auditor_keys),
+            self.auditor_subjects,
+            "auditor",
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class OperatorConfig:
     public_keys: tuple[Path, ...] = ()
+    # The subject each operator key speaks for; "operator" for a single key.
+    subjects: tuple[str, ...] = ()
+
+    def key_subjects(self) -> tuple[str, ...]:
+        return key_subjects(
+            "operator.public_keys",
+            "operator.subjects",
+            len(self.public_keys),
+            self.subjects,
+            "operator",
+        )
+
+
+MAX_ADMIN_TOKEN_LIFETIME = 3600
+
+
+def key_subjects(
+    keys_setting: str, subjects_setting: str, key_count: int, subjects: tuple[str, ...], single: str
+) -> tuple[str, ...]:
+    """Each key's subject: as configured, or ``single`` when there is one key and none is
+    configured (so a one-admin config keeps working unchanged). Several keys need their
+    subjects spelled out: a key must never speak for another's name."""
+    if not subjects:
+        if key_count <= 1:
+            return (single,) * key_count
+        raise ConfigError(
+            f"{keys_setting} has {key_count} keys: name the subject each one speaks for in "
+            f"{subjects_setting} (same order)"
+        )
+    if len(subjects) != key_count:
+        raise ConfigError(
+            f"{subjects_setting} has {len(subjects)} entries for the {key_count} keys of "
+            f"{keys_setting}"
+        )
+    return subjects
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +137,22 @@ class AttestationConfig:
     snp_kds_url: str = ""
     tdx_collateral: Path | None = None
     tdx_pccs_url: str = ""
+    # PEM bundle of the CAs that issue TPM EK certificates; enables AK enrolment by credential
+    # activation (POST .../kbs/v0/tpm/enrol). None: enrolment is off.
+    tpm_ek_ca_bundle: Path | None = None
+    # The client's ``extra-params.policy-selector`` -> the attestation policy id evaluating
+    # its evidence (``<id>_cpu``, ``<id>_gpu``, ... in the tenant's policy store). A TOML table;
+    # kept as sorted pairs so the config stays immutable. Unmapped selectors are refused.
+    policy_id_map: tuple[tuple[str, str], ...] = ()
+
+    def policy_ids(self) -> dict[str, str]:
+        return dict(self.policy_id_map)
+
+
+# A selector and a policy id: the policy store's id characters. An id leaves room for the
+# longest class suffix ("_nvidia-dpu") within the store's 64 characters.
+_SELECTOR_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_MAPPED_POLICY_ID = re.compile(r"[A-Za-z0-9._-]{1,53}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +165,17 @@ class StorageConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditConfig:
+    # Signed checkpoints besides the one ending every export (docs/audit.md): one after every
+    # N-th entry, one after an entry once T seconds passed since the last; 0 turns a rule off.
+    checkpoint_every_entries: int = 1000
+    checkpoint_every_seconds: int = 3600
+
+    def checkpoint_policy(self) -> CheckpointPolicy:
+        return CheckpointPolicy(self.checkpoint_every_entries, self.checkpoint_every_seconds)
+
+
+@dataclass(frozen=True, slots=True)
 class KbsConfig:
     config_version: int = CONFIG_VERSION
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -97,6 +185,7 @@ class KbsConfig:
     operator: OperatorConfig = field(default_factory=OperatorConfig)
     attestation: AttestationConfig = field(default_factory=AttestationConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
 
     @property
     def sqlite_path(self) -> Path:
@@ -127,20 +216,52 @@ class KbsConfig:
                     raise ConfigError(f"limits.{f.name} must be a positive integer")
         if self.token.ttl_seconds <= 0 or self.token.leeway_seconds < 0:
             raise ConfigError("token.ttl_seconds must be > 0 and token.leeway_seconds >= 0")
-        if self.admin.leeway_seconds < 0 or self.admin.max_token_lifetime_seconds <= 0:
+        if self.admin.leeway_seconds < 0 or not (
+            0 < self.admin.max_token_lifetime_seconds <= MAX_ADMIN_TOKEN_LIFETIME
+        ):
             raise ConfigError(
-                "admin.leeway_seconds must be >= 0 and admin.max_token_lifetime_seconds > 0"
+                "admin.leeway_seconds must be >= 0 and admin.max_token_lifetime_seconds "
+                f"between 1 and {MAX_ADMIN_TOKEN_LIFETIME}"
             )
+        self._validate_identities()
+        for selector, policy_id in self.attestation.policy_id_map:
+            if not _SELECTOR_NAME.fullmatch(selector):
+                raise ConfigError(
+                    f"attestation.policy_id_map: selector {selector[:64]!r} must be 1 to 64 "
+                    "characters of A-Z a-z 0-9 . _ -"
+                )
+            if not _MAPPED_POLICY_ID.fullmatch(policy_id):
+                raise ConfigError(
+                    f"attestation.policy_id_map.{selector}: policy id {policy_id[:64]!r} must "
+                    "be 1 to 53 characters of A-Z a-z 0-9 . _ -"
+                )
         if self.storage.backend not in ("sqlite", "postgres"):
             raise ConfigError(
                 f"storage.backend {self.storage.backend!r} is not supported "
                 "(supported: sqlite, postgres)"
             )
+        self.audit.checkpoint_policy()  # its own range checks, named as the settings
         if self.config_version != CONFIG_VERSION:
             raise ConfigError(
                 f"config_version {self.config_version} is not supported (expected {CONFIG_VERSION})"
             )
         return self
+
+    def _validate_identities(self) -> None:
+        for url in self.server.public_urls:
+            try:
+                normalize_url(url)
+            except ConfigError as e:
+                raise ConfigError(f"server.public_urls: {e}") from e
+        named = [
+            *(self.admin.subjects or ("admin",)),
+            *self.admin.auditor_key_subjects(),
+        ]
+        self.admin.admin_subjects(max(1, len(self.admin.public_keys)))
+        for subject in (*named, *self.operator.key_subjects()):
+            check_subject(subject)
+        if len(set(named)) != len(named):
+            raise ConfigError("admin.subjects and admin.auditor_subjects must all differ")
 
 
 _SECTIONS: dict[str, type[Any]] = {
@@ -151,6 +272,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "operator": OperatorConfig,
     "attestation": AttestationConfig,
     "storage": StorageConfig,
+    "audit": AuditConfig,
 }
 
 
@@ -187,6 +309,14 @@ def _coerce(section: str, cls: type[Any], raw: object, base_dir: Path) -> Any:
             if not isinstance(value, str):
                 raise ConfigError(f"{section}.{key} must be a string")
             values[key] = value
+        elif annotation.startswith("tuple[tuple[str, str]"):
+            if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+                raise ConfigError(f"{section}.{key} must be a table of strings")
+            values[key] = tuple(sorted(value.items()))
+        elif isinstance(default, tuple):
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{section}.{key} must be a list of strings")
+            values[key] = tuple(value)
         else:  # pragma: no cover - every field type is handled above
             raise ConfigError(f"{section}.{key}: unsupported type")
     return replace(cls(), **values)

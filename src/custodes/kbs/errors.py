@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Final
 
 from custodes import errors as e
+from custodes.kbs.admin_auth import AdminForbidden
+from custodes.kbs.policy_selector import UnknownPolicySelector
 from custodes.kbs.tenants import TenantExists, TenantSuspended
 
 ERROR_TYPE_PREFIX: Final = "https://github.com/confidential-containers/kbs/errors/"
@@ -51,6 +53,7 @@ _TABLE: Final[tuple[tuple[type[BaseException], HttpError], ...]] = (
     (e.InvalidResourcePath, HttpError(404, "InvalidRequestPath")),
     (TokenNotFound, HttpError(401, "TokenNotFound")),
     (e.TokenError, HttpError(401, "TokenVerifierError")),
+    (AdminForbidden, HttpError(403, "AdminAuthAccess")),
     (e.AdminAuthError, HttpError(401, "AdminAuthAccess")),
     (e.PolicyDenied, HttpError(401, "PolicyDeny")),
     (e.PolicyError, HttpError(400, "ParsePolicyError")),
@@ -59,6 +62,7 @@ _TABLE: Final[tuple[tuple[type[BaseException], HttpError], ...]] = (
     (e.SessionError, HttpError(401, "AttestationError")),
     (e.EvidenceError, HttpError(401, "AttestationError")),
     (e.UnsupportedVersion, HttpError(400, "AttestationError")),
+    (UnknownPolicySelector, HttpError(400, "AttestationError")),
     (e.UnsupportedTee, HttpError(400, "AttestationError")),
     (e.InvalidTeeKey, HttpError(400, "AttestationError")),
     (e.JweError, HttpError(500, "JweError")),

@@ -1,7 +1,9 @@
 """Key files of the broker: the EAR signing key and the admin key pair.
 
 Both are generated once on first start when none is configured, written with mode 0600
-(private) next to the store, and reused on every later start.
+(private) next to the store, and reused on every later start. A signing key (EAR, audit) and
+the generated admin private key are refused when group or others can read them
+(:mod:`custodes._internal.private_files` has the rule).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
+from custodes._internal.private_files import ensure_private_dir, read_private_key_file
 from custodes.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -32,9 +35,10 @@ def write_private_pem(path: Path, key: AdminPrivateKey) -> None:
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_private_dir(path.parent)
     # O_EXCL: never overwrite an existing key; 0600 from the first byte written.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.fchmod(fd, 0o600)  # exactly, whatever the umask removed
     with os.fdopen(fd, "wb") as f:
         f.write(pem)
         f.flush()
@@ -48,11 +52,15 @@ def write_public_pem(path: Path, key: AdminPublicKey) -> None:
     path.write_bytes(pem)
 
 
-def load_private_key(path: Path) -> AdminPrivateKey:
+def load_private_key(path: Path, *, broker_key: bool = False) -> AdminPrivateKey:
+    """A PEM private key. ``broker_key``: a key the broker signs with, refused (as ssh
+    refuses a readable identity) unless only its owner, or root's group, can read it."""
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        pem = read_private_key_file(path, "key") if broker_key else path.read_bytes()
     except OSError as e:
         raise ConfigError(f"cannot read key {path}: {e.strerror}") from e
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
     except (ValueError, TypeError) as e:
         raise ConfigError(f"{path}: not an unencrypted PEM private key") from e
     if isinstance(key, ed25519.Ed25519PrivateKey):
@@ -91,7 +99,7 @@ def load_ear_signing_key(
         except FileExistsError:
             pass  # another replica starting at the same time wrote it first: use theirs
         logger.info("generated EAR token signing key %s", path)
-    key = load_private_key(path)
+    key = load_private_key(path, broker_key=True)
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise ConfigError(f"{path}: the EAR signing key must be EC P-256 (ES256)")
     return key
@@ -108,11 +116,13 @@ def ensure_admin_key(data_dir: Path) -> GeneratedAdminKey | None:
     private_path = data_dir / ADMIN_KEY_FILE
     public_path = data_dir / ADMIN_PUB_FILE
     if public_path.exists():
+        if private_path.exists():
+            read_private_key_file(private_path, "admin key")  # never left readable beside us
         return None
     if private_path.exists():
         # A start that stopped between the two writes left the private key only: finish the
         # pair from it (the key is never overwritten).
-        existing = load_private_key(private_path)
+        existing = load_private_key(private_path, broker_key=True)
         write_public_pem(public_path, existing.public_key())
         return GeneratedAdminKey(private_path, public_path)
     key = ed25519.Ed25519PrivateKey.generate()

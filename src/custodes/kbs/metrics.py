@@ -23,6 +23,13 @@ class Metrics:
             ["tee", "result"],
             registry=self.registry,
         )
+        self.protocol_versions = Counter(
+            "custodes_protocol_requests",
+            "RCAR /auth requests by the client's KBS protocol version (a known version, other "
+            "or missing) and result (accepted, refused)",
+            ["version", "result"],
+            registry=self.registry,
+        )
         self.releases = Counter(
             "custodes_resource_requests",
             "Resource requests by result (released, denied, missing, error)",

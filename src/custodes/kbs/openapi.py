@@ -114,6 +114,80 @@ def _policy_paths(name: str, with_id: bool) -> dict[str, Any]:
     }
 
 
+def _tpm_enrolment_paths() -> dict[str, Any]:
+    """AK enrolment by credential activation (custodes extension, docs/api.md)."""
+
+    def body(required: dict[str, Any]) -> dict[str, Any]:
+        schema = {"type": "object", "required": list(required), "properties": required}
+        return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+    b64 = {"type": "string", "description": "padded standard base64"}
+    return {
+        "/kbs/v0/tpm/enrol": {
+            "post": {
+                "summary": "Start enrolling a TPM attestation key: a credential for its EK",
+                "requestBody": body(
+                    {
+                        "ek_certificate": {**b64, "description": "EK certificate, DER"},
+                        "ak_public": {**b64, "description": "the AK's marshalled TPMT_PUBLIC"},
+                    }
+                ),
+                "responses": {
+                    "200": _ok(
+                        "the credential for TPM2_ActivateCredential",
+                        {
+                            "type": "object",
+                            "required": [
+                                "id",
+                                "credential_blob",
+                                "encrypted_secret",
+                                "expires_in",
+                            ],
+                            "properties": {
+                                "id": {"type": "string"},
+                                "credential_blob": {**b64, "description": "TPM2B_ID_OBJECT"},
+                                "encrypted_secret": {
+                                    **b64,
+                                    "description": "TPM2B_ENCRYPTED_SECRET",
+                                },
+                                "expires_in": {"type": "integer"},
+                            },
+                        },
+                    ),
+                    **_errors(400, 401, 404, 413),
+                },
+            }
+        },
+        "/kbs/v0/tpm/enrol/activate": {
+            "post": {
+                "summary": "Finish enrolling: the secret the TPM recovered; the AK is trusted",
+                "requestBody": body(
+                    {
+                        "id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+                        "secret": {**b64, "description": "32 bytes"},
+                    }
+                ),
+                "responses": {
+                    "200": _ok(
+                        "enrolled",
+                        {
+                            "type": "object",
+                            "required": ["ak_public", "ek_fingerprint", "reference_value", "added"],
+                            "properties": {
+                                "ak_public": b64,
+                                "ek_fingerprint": {"type": "string"},
+                                "reference_value": {"type": "string"},
+                                "added": {"type": "boolean"},
+                            },
+                        },
+                    ),
+                    **_errors(400, 401, 404, 413),
+                },
+            }
+        },
+    }
+
+
 def openapi_document() -> dict[str, Any]:
     jwk_ec = {
         "type": "object",
@@ -144,7 +218,11 @@ def openapi_document() -> dict[str, Any]:
                 "version": {"type": "string", "const": "0.4.0"},
                 # Every wire name; one the broker has no verifier for is refused with a 400.
                 "tee": {"type": "string", "enum": [t.value for t in Tee]},
-                "extra-params": {},
+                "extra-params": {
+                    "description": "Any JSON. An object may carry supported-hash-algorithms "
+                    "(a list of names) and policy-selector (a name mapped by the broker's "
+                    "attestation.policy_id_map; unmapped names are refused)."
+                },
             },
         },
         "Challenge": {
@@ -387,6 +465,7 @@ def openapi_document() -> dict[str, Any]:
                 },
             }
         },
+        **_tpm_enrolment_paths(),
         "/kbs/v0/denials/{correlation_id}": {
             "get": {
                 "summary": "Why a guest was refused, by its correlation id (admin or auditor)",
@@ -449,8 +528,27 @@ def openapi_document() -> dict[str, Any]:
                 "summary": "Add an identity to this tenant (admin)",
                 "security": _ADMIN,
                 "requestBody": _json_body("Identity"),
-                "responses": {"200": _ok("added"), **_errors(400, 401, 404)},
+                "responses": {"200": _ok("added"), **_errors(400, 401, 403, 404, 409)},
             },
+        },
+        "/kbs/v0/identities/{subject}": {
+            "delete": {
+                "summary": "Remove an identity from this tenant (admin; never the last admin)",
+                "security": _ADMIN,
+                "parameters": [
+                    {
+                        "name": "subject",
+                        "in": "path",
+                        "required": True,
+                        # custodes._internal.admin_claims.SUBJECT_RE
+                        "schema": {
+                            "type": "string",
+                            "pattern": "^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$",
+                        },
+                    }
+                ],
+                "responses": {"200": _ok("removed"), **_errors(400, 401, 403, 404, 409)},
+            }
         },
         "/operator/v0/tenants": {
             "get": {

@@ -69,8 +69,13 @@ def serve_in_thread(app: Starlette, config: KbsConfig) -> Iterator[str]:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("the broker did not start")
         time.sleep(0.01)
+    url = base_url(config, sock)
+    # Admin tokens name the broker's URL: tell it where it listens (port 0 is known now).
+    broker = getattr(app.state, "broker", None)
+    if broker is not None:
+        broker.listening_at(url)
     try:
-        yield base_url(config, sock)
+        yield url
     finally:
         server.should_exit = True
         thread.join(timeout=10)

@@ -39,6 +39,10 @@ class Session:
     hash_algorithm: str
     expires_at: float
     token: str | None = None
+    # Decided at /auth (defaults: what a session stored before these existed meant).
+    policy_id: str = "default"
+    policy_selector: str | None = None
+    protocol_version: str = "0.4.0"
 
     def encode(self) -> bytes:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
@@ -59,7 +63,15 @@ class SessionManager:
         self._clock = clock
         self._ttl = ttl_seconds
 
-    def create(self, tee: str, hash_algorithm: str) -> Session:
+    def create(
+        self,
+        tee: str,
+        hash_algorithm: str,
+        *,
+        policy_id: str = "default",
+        policy_selector: str | None = None,
+        protocol_version: str = "0.4.0",
+    ) -> Session:
         expires_at = self._clock.now() + self._ttl
         session = Session(
             id=uuid.uuid4().hex,
@@ -68,6 +80,9 @@ class SessionManager:
             nonce=b64std_encode(secrets.token_bytes(NONCE_BYTES)),
             hash_algorithm=hash_algorithm,
             expires_at=expires_at,
+            policy_id=policy_id,
+            policy_selector=policy_selector,
+            protocol_version=protocol_version,
         )
         if not self._store.insert(
             self._ns, session.id, session.encode(), now=self._clock.now(), expires_at=expires_at

@@ -20,6 +20,7 @@ from enum import StrEnum
 
 from cryptography.hazmat.primitives import serialization
 
+from custodes._internal.admin_claims import check_subject
 from custodes._internal.clock import Clock
 from custodes.errors import ConfigError, CustodesError, MalformedMessage, NotFound
 from custodes.kbs.admin_auth import Role
@@ -77,8 +78,12 @@ class Identity:
         if not isinstance(obj, dict) or set(obj) != {"subject", "role", "public_key"}:
             raise MalformedMessage("an identity is {'subject', 'role', 'public_key' (PEM)}")
         subject, role, pem = obj["subject"], obj["role"], obj["public_key"]
-        if not isinstance(subject, str) or not 0 < len(subject) <= 256:
-            raise MalformedMessage("identity subject must be a non-empty string")
+        if not isinstance(subject, str):
+            raise MalformedMessage("identity subject must be a string")
+        try:
+            check_subject(subject)
+        except ConfigError as e:
+            raise MalformedMessage(f"identity {e}") from e
         if role not in (Role.ADMIN.value, Role.AUDITOR.value):
             raise MalformedMessage("identity role must be 'admin' or 'auditor'")
         if not isinstance(pem, str):
@@ -142,6 +147,8 @@ class TenantRegistry:
             raise MalformedMessage("a tenant needs at least one admin identity")
         if len(identities) > MAX_IDENTITIES:
             raise MalformedMessage(f"at most {MAX_IDENTITIES} identities per tenant")
+        if len({i.subject for i in identities}) != len(identities):
+            raise MalformedMessage("each identity of a tenant needs its own subject")
         tenant = Tenant(tenant_id, TenantStatus.ACTIVE, tuple(identities), self._clock.now())
         if not self._store.insert(
             NS_TENANTS, tenant_id, self._encode(tenant), now=self._clock.now()
@@ -161,18 +168,7 @@ class TenantRegistry:
     def set_status(self, tenant_id: str, status: TenantStatus) -> Tenant:
         current = self.get(tenant_id)
         updated = Tenant(current.id, status, current.identities, current.created)
-        self._store.set(NS_TENANTS, tenant_id, self._encode(updated))
-        return updated
-
-    def add_identity(self, tenant_id: str, identity: Identity) -> Tenant:
-        current = self.get(tenant_id)
-        if len(current.identities) >= MAX_IDENTITIES:
-            raise MalformedMessage(f"at most {MAX_IDENTITIES} identities per tenant")
-        if any(i.subject == identity.subject for i in current.identities):
-            raise TenantExists(f"identity {identity.subject} already exists")
-        updated = Tenant(
-            current.id, current.status, (*current.identities, identity), current.created
-        )
+        # Compare-and-swap, so that a concurrent identity change is not overwritten.
         if not self._store.compare_and_swap(
             NS_TENANTS,
             tenant_id,
@@ -183,6 +179,43 @@ class TenantRegistry:
             raise TenantExists("the tenant changed concurrently; retry")
         return updated
 
+    def add_identity(self, tenant_id: str, identity: Identity) -> Tenant:
+        current = self.get(tenant_id)
+        if len(current.identities) >= MAX_IDENTITIES:
+            raise MalformedMessage(f"at most {MAX_IDENTITIES} identities per tenant")
+        if any(i.subject == identity.subject for i in current.identities):
+            raise TenantExists(f"identity {identity.subject} already exists")
+        return self._replace_identities(current, (*current.identities, identity))
+
+    def remove_identity(self, tenant_id: str, subject: str) -> Tenant:
+        """Remove an identity; the last admin identity stays (a tenant without one could
+        never be managed again: the operator cannot add identities)."""
+        current = self.get(tenant_id)
+        remaining = tuple(i for i in current.identities if i.subject != subject)
+        if len(remaining) == len(current.identities):
+            raise NotFound(f"no identity {subject} in tenant {tenant_id}")
+        if not any(i.role is Role.ADMIN for i in remaining):
+            raise LastAdmin(f"{subject} is the tenant's last admin identity: add another first")
+        return self._replace_identities(current, remaining)
+
+    def _replace_identities(self, current: Tenant, identities: tuple[Identity, ...]) -> Tenant:
+        updated = Tenant(current.id, current.status, identities, current.created)
+        if not self._store.compare_and_swap(
+            NS_TENANTS,
+            current.id,
+            self._encode(current),
+            self._encode(updated),
+            now=self._clock.now(),
+        ):
+            raise TenantExists("the tenant changed concurrently; retry")
+        return updated
+
 
 class TenantExists(CustodesError):
     code = "tenant-exists"
+
+
+class LastAdmin(TenantExists):
+    """Removing the identity would leave the tenant without an admin (409 Conflict)."""
+
+    code = "last-admin"

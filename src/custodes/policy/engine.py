@@ -22,6 +22,7 @@ Unknown functions are reported by regorus at evaluation, not at compile time, so
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from collections import OrderedDict
@@ -35,6 +36,9 @@ from custodes.errors import CustodesError, PolicyError
 from custodes.types.json import Json
 
 MAX_POLICY_BYTES: Final = 1 << 20
+# The deepest policy seen in practice (a genpolicy agent policy) nests 7 levels; 10 levels of
+# the worst bracket pattern parse in about 1 ms per 40 bytes.
+MAX_NESTING: Final = 10
 _PACKAGE: Final = "data.policy"
 _POLICY_FILE: Final = "policy.rego"
 _CACHE_PER_THREAD: Final = 32
@@ -81,15 +85,48 @@ def _json_value(value: object) -> Json:
     return value
 
 
+def check_nesting(text: str) -> None:
+    """Refuse Rego whose brackets nest deeper than :data:`MAX_NESTING`, before regorus sees
+    it: regorus's parser takes time exponential in the nesting of ``[``/``{`` (about 2-4x per
+    level: 24 levels take 20 s), so a deep literal would hold a worker thread for minutes.
+    Strings, raw strings and comments are skipped; balance is the compiler's business."""
+    depth = 0
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == '"':
+            i += 1
+            while i < n and text[i] != '"' and text[i] != "\n":
+                i += 2 if text[i] == "\\" else 1
+        elif c == "`":
+            end = text.find("`", i + 1)
+            i = n if end < 0 else end
+        elif c == "#":
+            end = text.find("\n", i)
+            i = n if end < 0 else end
+        elif c in "[{(":
+            depth += 1
+            if depth > MAX_NESTING:
+                line = text.count("\n", 0, i) + 1
+                raise PolicyError(
+                    f"policy nests brackets more than {MAX_NESTING} deep (line {line}); "
+                    "the Rego parser's time grows exponentially with nesting"
+                )
+        elif c in "]})":
+            depth = max(depth - 1, 0)
+        i += 1
+
+
 def _compile(policy: str) -> regorus.Engine:
     if len(policy.encode("utf-8")) > MAX_POLICY_BYTES:
         raise PolicyError(f"policy is larger than {MAX_POLICY_BYTES} bytes")
+    check_nesting(policy)
     engine = regorus.Engine()
     engine.set_rego_v0(False)
     try:
         engine.add_policy(_POLICY_FILE, policy)
     except Exception as e:  # regorus raises RuntimeError/ValueError with the compiler message
-        raise PolicyError(f"policy does not compile: {_message(e)}") from e
+        raise PolicyError(f"policy does not compile: {compiler_message(e)}") from e
     packages = engine.get_packages()
     if packages != [_PACKAGE]:
         raise PolicyError(f"policy must declare `package policy`, found {packages}")
@@ -191,6 +228,64 @@ class RegoEngine:
             raise PolicyError(f"policy engine failure: {_message(e)}") from e
         return results
 
+    @staticmethod
+    def ast(policy: str) -> Json:
+        """regorus's AST of ``policy`` (one module: package, imports, rules; every node with
+        its source span), for analyses that must read the policy as the engine does."""
+        return _ast_json(_parsed(policy))
+
+
+def inspect_module(
+    text: str, *, rego_v0: bool, select: Callable[[Json], Sequence[str]]
+) -> tuple[list[str], Json, dict[str, Json]]:
+    """Compile ``text`` alone, in whatever package it declares, as Rego v0 or v1; return its
+    packages, its AST and the values of the rules that ``select(ast)`` names, evaluated with no
+    input and no data (:data:`UNDEFINED` when undefined).
+
+    For Rego that custodes reads but does not enforce (the Kata agent policy in init-data).
+    regorus's Python binding has no execution limit, so ``select`` must name only rules it has
+    checked, on the AST, to be constants; it may raise to refuse the module.
+    """
+    if len(text.encode("utf-8")) > MAX_POLICY_BYTES:
+        raise PolicyError(f"policy is larger than {MAX_POLICY_BYTES} bytes")
+    check_nesting(text)
+    engine = regorus.Engine()
+    engine.set_rego_v0(rego_v0)
+    try:
+        engine.add_policy(_POLICY_FILE, text)
+    except Exception as e:  # regorus raises RuntimeError/ValueError with the compiler message
+        raise PolicyError(f"policy does not compile: {compiler_message(e)}") from e
+    packages = list(engine.get_packages())
+    ast = _ast_json(engine)
+    values: dict[str, Json] = {}
+    try:
+        for path in select(ast):
+            values[path] = _rule_value(engine, path)
+    except PolicyError:
+        raise
+    except Exception as e:
+        if isinstance(e, CustodesError):
+            raise
+        raise PolicyError(f"policy evaluation failed: {_message(e)}") from e
+    except BaseException as e:
+        if type(e).__name__ != "PanicException":
+            raise
+        raise PolicyError(f"policy engine failure: {_message(e)}") from e
+    return packages, ast, values
+
+
+def _ast_json(engine: regorus.Engine) -> Json:
+    try:
+        modules = json.loads(engine.get_ast_as_json())
+    except (ValueError, RecursionError) as e:
+        raise PolicyError(f"the policy engine returned an unreadable AST: {e}") from e
+    if not isinstance(modules, list) or len(modules) != 1 or not isinstance(modules[0], dict):
+        raise PolicyError("the policy engine returned an AST of an unexpected shape")
+    module = modules[0].get("ast")
+    if not isinstance(module, dict):
+        raise PolicyError("the policy engine returned an AST of an unexpected shape")
+    return module
+
 
 _RULE_PATH = re.compile(r"data(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
 
@@ -237,3 +332,34 @@ def _single_value(result: object) -> Json:
     if not isinstance(expression, dict) or "value" not in expression:
         raise PolicyError("unexpected result shape from the policy engine")
     return _json_value(expression["value"])
+
+
+_LOCATION: Final = re.compile(r"-->\s*[^:\s]*:(\d+):(\d+)")
+
+
+def compiler_message(error: BaseException) -> str:
+    """regorus's multi-line diagnostic as one line: ``line L, column C: MESSAGE``."""
+    text = _message(error)
+    where = _LOCATION.search(text)
+    errors = [ln.strip()[len("error:") :].strip() for ln in text.splitlines() if "error:" in ln]
+    what = errors[0] if errors else " ".join(text.split())
+    return f"line {where[1]}, column {where[2]}: {what}" if where else what
+
+
+def check_compiles(policy: str, *, package: str) -> None:
+    """Raise ``PolicyError`` unless ``policy`` compiles (Rego v1, as every policy here) and
+    declares exactly ``package`` — for Rego that is not a broker policy, such as the Kata
+    agent policy carried in init-data (``package agent_policy``)."""
+    if len(policy.encode("utf-8")) > MAX_POLICY_BYTES:
+        raise PolicyError(f"policy is larger than {MAX_POLICY_BYTES} bytes")
+    check_nesting(policy)
+    engine = regorus.Engine()
+    engine.set_rego_v0(False)
+    try:
+        engine.add_policy(_POLICY_FILE, policy)
+    except Exception as e:  # regorus raises RuntimeError/ValueError with the compiler message
+        raise PolicyError(f"does not compile: {compiler_message(e)}") from e
+    packages = engine.get_packages()
+    if packages != [f"data.{package}"]:
+        found = ", ".join(p.removeprefix("data.") for p in packages) or "none"
+        raise PolicyError(f"must declare `package {package}`, found {found}")

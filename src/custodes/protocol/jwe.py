@@ -37,9 +37,9 @@ from cryptography.hazmat.primitives.keywrap import (
 )
 
 from custodes._internal.b64 import b64url_decode, b64url_encode
+from custodes._internal.strictjson import loads as parse_json_body
 from custodes.errors import InvalidTeeKey, JweError, MalformedMessage
-from custodes.protocol.messages import parse_json_body
-from custodes.protocol.tee_key import (
+from custodes.protocol.jwk import (
     TeeKeyAlgorithm,
     TeePublicKey,
     ec_point_members,

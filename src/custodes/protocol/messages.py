@@ -1,4 +1,4 @@
-"""KBS protocol 0.4.0 messages (upstream ``kbs-types``) and the strict JSON reader for them.
+"""KBS protocol 0.4.0 messages (upstream ``kbs-types``), read strictly from untrusted JSON.
 
 Field names are upstream's exactly, including its mix of kebab-case (``extra-params``,
 ``runtime-data``) and snake_case (``primary_evidence`` inside ``tee-evidence``). Unknown members
@@ -9,13 +9,12 @@ are ignored, as upstream's serde does; missing or mistyped members raise
 from __future__ import annotations
 
 import copy
-import json
-import math
 import re
 from dataclasses import dataclass
-from itertools import accumulate
-from typing import Final, NoReturn, Self
+from typing import Final, Self
 
+from custodes._internal import strictjson
+from custodes._internal.strictjson import DEFAULT_MAX_DEPTH
 from custodes.errors import MalformedMessage, UnsupportedVersion
 from custodes.protocol.binding import (
     HashAlgorithm,
@@ -23,86 +22,30 @@ from custodes.protocol.binding import (
     runtime_data_digest,
     select_hash_algorithm,
 )
-from custodes.protocol.tee_key import TeePublicKey
+from custodes.protocol.jwk import TeePublicKey
 from custodes.types.json import Json, JsonObject
 from custodes.types.tee import Tee
 
 PROTOCOL_VERSION: Final = "0.4.0"
+# Upstream's released protocol versions: a refused client's version is counted under its own
+# name when it is one of these, else as "other" (a metric label must stay a small set).
+KNOWN_PROTOCOL_VERSIONS: Final = ("0.1.1", "0.2.0", "0.3.0", "0.4.0")
+# The member of ``Request.extra-params`` that names a deployment's attestation policy
+# (upstream trustee #1521, guest-components #1604).
+POLICY_SELECTOR: Final = "policy-selector"
+_REQUEST_MEMBERS: Final = frozenset({"version", "tee", "extra-params"})
+_SELECTOR: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_MAX_RECORDED_MEMBERS: Final = 16
 ERROR_TYPE_PREFIX: Final = "https://github.com/confidential-containers/kbs/errors/"
-DEFAULT_MAX_DEPTH: Final = 32
 INIT_DATA_FORMAT: Final = "toml"
 
 # --- strict JSON ---------------------------------------------------------------------------
 
-# A JSON string, or an unterminated one that runs to the end of the body: the scan never
-# restarts inside a string, so it stays linear however many quotes a body holds.
-_STRING: Final = re.compile(rb'"(?:[^"\\]|\\.)*+"?', re.DOTALL)
-_BRACKETS: Final = b"[]{}"
-_NOT_BRACKETS: Final = bytes(b for b in range(256) if b not in _BRACKETS)
-# Indexed by byte value: +1 for an opening bracket, -1 for a closing one.
-_STEP: Final = [1 if b in b"[{" else -1 if b in b"]}" else 0 for b in range(256)]
-# Only an escape can produce a lone surrogate from text that decoded as UTF-8.
-_SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F]")
-
-
-def _nesting_depth(body: bytes) -> int:
-    """Deepest bracket nesting outside strings, without recursion (``json`` recurses).
-
-    Works on the UTF-8 bytes: no byte of a multi-byte sequence is ASCII, so quotes,
-    backslashes and brackets are found exactly as in the decoded text.
-    """
-    brackets = _STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
-    return max(accumulate(map(_STEP.__getitem__, brackets)), default=0)
-
-
-def _refuse_constant(name: str) -> NoReturn:
-    raise MalformedMessage(f"non-standard JSON constant {name}")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise MalformedMessage("JSON number out of range")
-    return value
-
-
-def _unique_keys(pairs: list[tuple[str, Json]]) -> JsonObject:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        raise MalformedMessage("duplicate key in JSON object")
-    return obj
-
 
 def parse_json_body(body: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> Json:
-    """Parse an untrusted JSON body strictly, or raise ``MalformedMessage``.
-
-    Refused: non-UTF-8 bytes, a BOM, ``NaN``/``Infinity``, numbers that overflow a float,
-    duplicate keys, lone surrogate escapes, nesting deeper than ``max_depth``.
-    """
-    if not isinstance(body, bytes | bytearray | memoryview):
-        raise MalformedMessage("body is not bytes")
-    raw = bytes(body)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise MalformedMessage("body is not UTF-8") from e
-    if _nesting_depth(raw) > max_depth:
-        raise MalformedMessage(f"JSON nested deeper than {max_depth}")
-    try:
-        value = json.loads(
-            text,
-            object_pairs_hook=_unique_keys,
-            parse_constant=_refuse_constant,
-            parse_float=_finite_float,
-        )
-    except (ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
-        raise MalformedMessage("body is not valid JSON") from e
-    if _SURROGATE_ESCAPE.search(text):
-        try:
-            json.dumps(value, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError as e:
-            raise MalformedMessage("JSON string holds a lone surrogate") from e
-    return value
+    """Parse an untrusted JSON body strictly, or raise ``MalformedMessage``: the one strict
+    reader, :func:`custodes._internal.strictjson.loads`, under the protocol's name."""
+    return strictjson.loads(body, max_depth=max_depth)
 
 
 # --- field helpers -------------------------------------------------------------------------
@@ -130,13 +73,36 @@ def _string(obj: JsonObject, key: str, what: str) -> str:
 # --- messages ------------------------------------------------------------------------------
 
 
+def version_label(obj: object) -> str:
+    """The metric label of a ``Request``'s version: a known version, ``other`` or ``missing``."""
+    version = obj.get("version") if isinstance(obj, dict) else None
+    if not isinstance(version, str):
+        return "missing"
+    return version if version in KNOWN_PROTOCOL_VERSIONS else "other"
+
+
+def _recorded_names(names: list[str]) -> tuple[str, ...]:
+    """Member names fit for a log line or an audit entry: printable, short, a bounded few."""
+    return tuple(
+        name if name.isprintable() and len(name) <= 64 else repr(name[:64])
+        for name in sorted(names)[:_MAX_RECORDED_MEMBERS]
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Request:
-    """``POST /auth`` body."""
+    """``POST /auth`` body.
+
+    The version must be exactly :data:`PROTOCOL_VERSION`: upstream's KBS requires ``=0.4.0``
+    and has no negotiation. Members that upstream's ``Request`` does not know yet (the TEE
+    metadata and topology of trustee #1616 / kbs-types#92) are accepted and ignored as
+    upstream's serde ignores them; their names are kept in ``ignored_members`` to be logged.
+    """
 
     version: str
     tee: Tee
     extra_params: Json
+    ignored_members: tuple[str, ...] = ()
 
     @classmethod
     def from_json(cls, obj: object) -> Self:
@@ -144,11 +110,34 @@ class Request:
         version = _string(o, "version", "Request")
         if version != PROTOCOL_VERSION:
             raise UnsupportedVersion(
-                f"KBS protocol version {version!r} is not supported; expected {PROTOCOL_VERSION}"
+                f"KBS protocol version {version[:32]!r} is not supported; "
+                f"expected {PROTOCOL_VERSION}"
             )
         tee_name = _string(o, "tee", "Request")
         tee = Tee.parse(tee_name)
-        return cls(version=version, tee=tee, extra_params=_member(o, "extra-params", "Request"))
+        request = cls(
+            version=version,
+            tee=tee,
+            extra_params=_member(o, "extra-params", "Request"),
+            ignored_members=_recorded_names([k for k in o if k not in _REQUEST_MEMBERS]),
+        )
+        request.policy_selector()  # a malformed selector is refused with the message
+        return request
+
+    def policy_selector(self) -> str | None:
+        """``extra-params.policy-selector``: the name of the attestation policy the client
+        asks for, or ``None`` (the deployment's default). Which names exist is the broker's
+        configuration; this only checks the form."""
+        if not isinstance(self.extra_params, dict):
+            return None
+        name = self.extra_params.get(POLICY_SELECTOR)
+        if name is None:
+            return None
+        if not isinstance(name, str) or not _SELECTOR.fullmatch(name):
+            raise MalformedMessage(
+                f"extra-params.{POLICY_SELECTOR} must be 1 to 64 characters of A-Z a-z 0-9 . _ -"
+            )
+        return name
 
     def to_json(self) -> JsonObject:
         return {

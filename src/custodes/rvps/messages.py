@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
-from custodes._internal.b64 import b64std_decode
+from custodes._internal.b64 import b64std_decode, b64std_encode
 from custodes.errors import ReferenceValueError, StorageError
 from custodes.types.json import Json, JsonObject
 
@@ -97,6 +98,30 @@ def _explicit_expiration(text: object, now: datetime) -> datetime:
     if when <= now:
         raise ReferenceValueError(f"expiration {text!r} is not in the future")
     return when
+
+
+def sample_message(values: Mapping[str, Json], *, expiration: datetime | None = None) -> JsonObject:
+    """The ``sample`` message that registers ``values`` (``{id: value}``), as upstream's
+    ``rvps-tool`` sends it; ``expiration`` (custodes extension) when given."""
+    payload = json.dumps(dict(values), separators=(",", ":"), allow_nan=False)
+    message: JsonObject = {
+        "version": MESSAGE_VERSION,
+        "type": "sample",
+        "payload": b64std_encode(payload.encode("utf-8")),
+    }
+    if expiration is not None:
+        message["expiration"] = _utc_seconds(expiration).strftime(_TIME_FORMAT)
+    return message
+
+
+def export_messages(values: list[ReferenceValue], *, now: datetime) -> list[JsonObject]:
+    """The values in force at ``now`` as ``sample`` messages, one per expiration time (each
+    keeps its own), which registered again give the same values with the same expirations."""
+    groups: dict[datetime, dict[str, Json]] = {}
+    for rv in sorted(values, key=lambda v: v.name):
+        if not rv.expired(now):
+            groups.setdefault(rv.expiration, {})[rv.name] = rv.value
+    return [sample_message(group, expiration=when) for when, group in sorted(groups.items())]
 
 
 def parse_message(obj: Json, *, now: datetime) -> list[ReferenceValue]:

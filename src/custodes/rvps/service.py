@@ -14,11 +14,18 @@ from datetime import UTC, datetime
 
 from custodes._internal.clock import Clock
 from custodes.errors import NotFound, ReferenceValueError, StorageError
-from custodes.rvps.messages import ReferenceValue, check_reference_value_id, parse_message
+from custodes.rvps.messages import (
+    DEFAULT_LIFETIME,
+    ReferenceValue,
+    check_reference_value_id,
+    parse_message,
+)
 from custodes.storage.base import NS_REFERENCE_VALUES, Store
 from custodes.types.json import Json
 
 logger = logging.getLogger(__name__)
+
+ADD_ATTEMPTS = 8  # compare-and-swap rounds of add_to_list before giving up
 
 
 class ReferenceValueProvider:
@@ -78,3 +85,46 @@ class ReferenceValueProvider:
 
     def list(self) -> list[str]:
         return self._store.list(self._ns, now=self._clock.now())
+
+    def add_to_list(self, name: str, item: Json) -> bool:
+        """Add ``item`` to the list value ``name``, atomically; ``False`` if already listed.
+
+        For values the broker adds itself (an enrolled TPM AK joins ``trusted_aks``). A
+        compare-and-swap on the stored bytes, so a concurrent admin ``register`` is never
+        undone: a value replaced meanwhile is read again. An absent or expired value starts a
+        new list with the default lifetime; an expired one is never revived.
+        """
+        check_reference_value_id(name)
+        for _ in range(ADD_ATTEMPTS):
+            raw = self._store.get(self._ns, name, now=self._clock.now())
+            now = self._now()
+            current = None if raw is None else self._decode(name, raw)
+            if current is None or current.expired(now):
+                values: list[Json] = []
+                expiration = now + DEFAULT_LIFETIME
+            elif isinstance(current.value, list):
+                values, expiration = current.value, current.expiration
+            else:
+                raise ReferenceValueError(f"reference value {name!r} is not a list")
+            if item in values:
+                return False
+            updated = ReferenceValue(name=name, value=[*values, item], expiration=expiration)
+            encoded = json.dumps(updated.to_stored_json(), separators=(",", ":"), allow_nan=False)
+            if raw is None:
+                done = self._store.insert(self._ns, name, encoded.encode(), now=self._clock.now())
+            else:
+                done = self._store.compare_and_swap(
+                    self._ns, name, raw, encoded.encode(), now=self._clock.now()
+                )
+            if done:
+                logger.info("added a value to reference value %s", name)
+                return True
+        raise StorageError(f"reference value {name!r} kept changing; try again")
+
+    @staticmethod
+    def _decode(name: str, raw: bytes) -> ReferenceValue:
+        try:
+            obj = json.loads(raw)
+        except ValueError as e:
+            raise StorageError(f"stored reference value {name!r} is not JSON") from e
+        return ReferenceValue.from_stored_json(obj)

@@ -13,13 +13,13 @@ cannot be read or written raises :class:`~custodes.errors.ConfigError`.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Final, NoReturn
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from custodes._internal.atomic import write_atomic
 from custodes._internal.b64 import b64url_decode, b64url_encode
 from custodes.errors import ConfigError, InvalidTeeKey
 from custodes.protocol.tee_key import ec_point_members, parse_ec_point
@@ -207,15 +207,7 @@ def load_verification_key(path: Path) -> ec.EllipticCurvePublicKey:
 
 
 def write_jwk(path: Path, jwk: JsonObject, *, private: bool) -> None:
-    """Write a JWK file, never overwriting; a private one is mode 0600 from its first byte."""
+    """Write a JWK file, never overwriting, complete or not at all; a private one is mode
+    0600 from its first byte."""
     data = (json.dumps(jwk, indent=2) + "\n").encode()
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o644)
-    except FileExistsError as e:
-        raise ConfigError(f"{path} exists; refusing to overwrite a key file") from e
-    except OSError as e:
-        raise ConfigError(f"cannot create {path}: {e.strerror}") from e
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+    write_atomic(path, data, private=private, overwrite=False)

@@ -64,6 +64,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from custodes._internal.clock import Clock
 from custodes.errors import StorageError
 from custodes.storage.base import Store
+from custodes.storage.batch import Batch, Row, batch_store
 from custodes.storage.masterkey import KEY_ID_SIZE, KEY_SIZE, NONCE_SIZE, MasterKey
 from custodes.types.secret import Secret
 
@@ -311,6 +312,31 @@ class EncryptedStore:
             return False
         sealed = self._encrypt(namespace, key, new)
         return self._inner.compare_and_swap(namespace, key, current, sealed, now=now)
+
+    @property
+    def batches(self) -> bool:
+        return batch_store(self._inner) is not None
+
+    def write_batch(self, batch: Batch, *, now: float) -> bool:
+        """The inner store's batch (:mod:`custodes.storage.batch`), values sealed as by
+        :meth:`set`; refused with :class:`StorageError` when the inner store has none."""
+        inner = batch_store(self._inner)
+        if inner is None:
+            raise StorageError("the inner store cannot write batches")
+
+        def sealed(rows: tuple[Row, ...]) -> tuple[Row, ...]:
+            out = []
+            for row in rows:
+                self._check(row.namespace)
+                if self._encrypted(row.namespace):
+                    value = self._encrypt(row.namespace, row.key, row.value)
+                    row = Row(row.namespace, row.key, value)
+                out.append(row)
+            return tuple(out)
+
+        return inner.write_batch(
+            Batch(sealed(batch.inserts), sealed(batch.upserts), sealed(batch.if_absent)), now=now
+        )
 
     def delete(self, namespace: str, key: str) -> bool:
         self._check(namespace)

@@ -44,6 +44,7 @@ from psycopg.rows import TupleRow
 
 from custodes.errors import StorageError
 from custodes.storage.base import VOLATILE_NAMESPACES, is_volatile
+from custodes.storage.batch import Batch, Row
 from custodes.types.secret import Secret
 
 # Migration N is _MIGRATIONS[N - 1]. Append only: a released step never changes.
@@ -80,6 +81,27 @@ _DURABLE_COMMITS: Final = (
 )
 
 _Conn: TypeAlias = psycopg.Connection[TupleRow]
+
+# A batch's rows as arrays: one statement per kind of write, whatever the batch size. The
+# last parameter (now) is unused by the upsert but keeps one calling convention.
+_BATCH_INSERT: Final = (
+    "INSERT INTO kv (namespace, key, value, expires_at) "
+    "SELECT n, k, v, NULL FROM unnest(%s::text[], %s::text[], %s::bytea[]) AS b(n, k, v) "
+    "ON CONFLICT (namespace, key) DO UPDATE "
+    "SET value = excluded.value, expires_at = excluded.expires_at "
+    "WHERE kv.expires_at IS NOT NULL AND kv.expires_at <= %s RETURNING 1"
+)
+_BATCH_UPSERT: Final = (
+    "INSERT INTO kv (namespace, key, value, expires_at) "
+    "SELECT n, k, v, NULL FROM unnest(%s::text[], %s::text[], %s::bytea[]) AS b(n, k, v) "
+    "WHERE %s IS NOT NULL "
+    "ON CONFLICT (namespace, key) DO UPDATE "
+    "SET value = excluded.value, expires_at = excluded.expires_at RETURNING 1"
+)
+
+
+class _BatchRefused(Exception):
+    """Internal: a key of the batch's inserts is live; rolls the transaction back."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -403,6 +425,62 @@ class PostgresStore:
             "DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= %s", (now,)
         )
         return result.rowcount
+
+    batches = True  # write_batch below (custodes.storage.batch)
+
+    def write_batch(self, batch: Batch, *, now: float) -> bool:
+        """One transaction, one durable commit (:mod:`custodes.storage.batch`), in three
+        statements whatever the number of rows. Retried on a fresh connection only when the
+        connection failed before anything was sent: otherwise the outcome is unknown."""
+        for attempt in (1, 2):
+            conn = self._pool.acquire()
+            sent = False
+            reuse = False
+            try:
+                with conn.transaction():
+                    sent = True
+                    written = self._batch_rows(conn, _BATCH_INSERT, batch.inserts, now)
+                    if written != len(batch.inserts):
+                        raise _BatchRefused
+                    self._batch_rows(conn, _BATCH_UPSERT, batch.upserts, now)
+                    self._batch_rows(conn, _BATCH_INSERT, batch.if_absent, now)
+                reuse = True
+                return True
+            except _BatchRefused:
+                reuse = True
+                return False
+            except psycopg.Error as e:
+                if conn.broken or conn.closed:
+                    self._pool.drop_idle()
+                    if attempt == 1 and not sent:
+                        continue
+                    raise StorageError(
+                        f"PostgreSQL store {self.where}: connection lost with a batch in "
+                        f"flight; it may or may not have been applied: {e}"
+                    ) from e
+                reuse = True
+                raise StorageError(f"PostgreSQL store {self.where}: {e}") from e
+            except UnicodeError as e:
+                reuse = True
+                raise StorageError(f"PostgreSQL store {self.where}: {e}") from e
+            finally:
+                self._pool.release(conn, reuse=reuse)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _batch_rows(conn: _Conn, sql: LiteralString, rows: Sequence[Row], now: float) -> int:
+        if not rows:
+            return 0
+        cur = conn.execute(
+            sql,
+            (
+                [r.namespace for r in rows],
+                [r.key for r in rows],
+                [r.value for r in rows],
+                now,
+            ),
+        )
+        return len(cur.fetchall())
 
     def close(self) -> None:
         self._pool.close()

@@ -17,8 +17,15 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from custodes.errors import StorageError
+from custodes._internal.private_files import (
+    FileModeError,
+    check_store_file,
+    create_private_file,
+    ensure_private_dir,
+)
+from custodes.errors import ConfigError, StorageError
 from custodes.storage.base import VOLATILE_NAMESPACES, is_volatile
+from custodes.storage.batch import Batch
 
 _SCHEMA_VERSION = 1
 
@@ -34,6 +41,25 @@ CREATE INDEX IF NOT EXISTS kv_expiry ON kv (expires_at) WHERE expires_at IS NOT 
 """
 
 
+_UPSERT = (
+    "INSERT INTO kv (namespace, key, value, expires_at) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (namespace, key) DO UPDATE SET value=excluded.value, "
+    "expires_at=excluded.expires_at"
+)
+# Create only: an expired row with the same key may linger until purged; it is replaced.
+_INSERT = (
+    "INSERT INTO kv (namespace, key, value, expires_at) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (namespace, key) DO UPDATE SET value=excluded.value, "
+    "expires_at=excluded.expires_at "
+    "WHERE kv.expires_at IS NOT NULL AND kv.expires_at <= ?"
+)
+
+
+def _check_modes(path: Path) -> None:
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        check_store_file(file)
+
+
 class SqliteStore:
     def __init__(
         self, path: Path, *, volatile_namespaces: frozenset[str] = VOLATILE_NAMESPACES
@@ -42,12 +68,19 @@ class SqliteStore:
         self._volatile = volatile_namespaces
         self._lock = threading.Lock()
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            # Created 0600 before SQLite opens it: SQLite would make it 0644 under umask 022,
+            # and gives the -wal and -shm files the database file's mode.
+            ensure_private_dir(path.parent)
+            create_private_file(path)
+            _check_modes(path)
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        except (OSError, sqlite3.Error) as e:
+        except FileModeError:
+            raise
+        except (OSError, sqlite3.Error, ConfigError) as e:
             raise StorageError(f"cannot open SQLite store {path}: {e}") from e
         try:
             self._prepare()
+            _check_modes(path)  # a -wal/-shm left by an older run keeps its own mode
         except BaseException:
             # A store that failed to open must not keep the file open.
             self._db.close()
@@ -85,6 +118,47 @@ class SqliteStore:
         except sqlite3.Error as e:
             raise StorageError(f"SQLite store {self.path}: {e}") from e
 
+    batches = True  # write_batch below (custodes.storage.batch)
+
+    def write_batch(self, batch: Batch, *, now: float) -> bool:
+        """One transaction, one commit (:mod:`custodes.storage.batch`). ``BEGIN IMMEDIATE``
+        takes the write lock up front, waiting up to the busy timeout: a deferred transaction
+        that read first could not upgrade once another process wrote, and would fail with
+        "database is locked" at once instead of waiting."""
+        rows = batch.rows()
+        volatile = all(is_volatile(r.namespace, self._volatile) for r in rows)
+        try:
+            with self._lock:
+                if volatile:
+                    self._db.execute("PRAGMA synchronous=NORMAL")
+                try:
+                    return self._write_batch(batch, now)
+                finally:
+                    if volatile:
+                        self._db.execute("PRAGMA synchronous=FULL")
+        except sqlite3.Error as e:
+            raise StorageError(f"SQLite store {self.path}: {e}") from e
+
+    def _write_batch(self, batch: Batch, now: float) -> bool:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for row in batch.inserts:
+                cur = db.execute(_INSERT, (row.namespace, row.key, row.value, None, now))
+                if cur.rowcount != 1:
+                    db.execute("ROLLBACK")
+                    return False
+            for row in batch.upserts:
+                db.execute(_UPSERT, (row.namespace, row.key, row.value, None))
+            for row in batch.if_absent:
+                db.execute(_INSERT, (row.namespace, row.key, row.value, None, now))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return True
+
     def get(self, namespace: str, key: str, *, now: float) -> bytes | None:
         row = self._run(
             "SELECT value FROM kv WHERE namespace=? AND key=? "
@@ -97,9 +171,7 @@ class SqliteStore:
         self, namespace: str, key: str, value: bytes, *, expires_at: float | None = None
     ) -> None:
         self._run(
-            "INSERT INTO kv (namespace, key, value, expires_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (namespace, key) DO UPDATE SET value=excluded.value, "
-            "expires_at=excluded.expires_at",
+            _UPSERT,
             (namespace, key, value, expires_at),
             namespace=namespace,
         )
@@ -115,10 +187,7 @@ class SqliteStore:
     ) -> bool:
         # An expired row with the same key may linger until purged; replace it.
         cur = self._run(
-            "INSERT INTO kv (namespace, key, value, expires_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (namespace, key) DO UPDATE SET value=excluded.value, "
-            "expires_at=excluded.expires_at "
-            "WHERE kv.expires_at IS NOT NULL AND kv.expires_at <= ?",
+            _INSERT,
             (namespace, key, value, expires_at, now),
             namespace=namespace,
         )

@@ -33,6 +33,12 @@ class Tee(StrEnum):
         raise UnsupportedTee(f"unknown TEE type {name!r}")
 
     @property
+    def device(self) -> bool:
+        """True for device TEEs (GPUs, accelerators): accepted only as additional evidence
+        next to a CPU TEE, never as the session's own TEE."""
+        return self in (Tee.NVIDIA, Tee.HYGONDCU, Tee.SAMPLEDEVICE)
+
+    @property
     def insecure(self) -> bool:
         """True for the test TEEs that prove nothing."""
         return self in (Tee.SAMPLE, Tee.SAMPLEDEVICE)

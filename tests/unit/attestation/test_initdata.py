@@ -158,8 +158,10 @@ def test_bad_embedded_documents(data: str) -> None:
         init_data.claims()
 
 
-def test_last_policy_data_wins() -> None:
+def test_policy_data_is_the_evaluated_rule_not_a_mention() -> None:
+    # A mention before the rule (and one after it: tests/unit/initdata/test_agent_policy.py).
     policy = (
+        "package agent_policy\n"
         '# an earlier mention: policy_data := {"not": "this"}\npolicy_data := {"containers": [1]}\n'
     )
     text = _doc(data="[data]\n\"policy.rego\" = '''\n" + policy + "'''\n")

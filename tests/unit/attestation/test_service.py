@@ -186,9 +186,13 @@ def test_malformed_init_data_refused() -> None:
         World().attest(init_data_toml='version = "0.2.0"\nalgorithm = "sha256"\n[data]\n')
 
 
-def test_device_evidence_not_supported_yet() -> None:
-    with pytest.raises(UnsupportedTee, match="not supported yet"):
-        World().attest(additional_evidence='{"sampledevice": {}}')
+def test_device_evidence_without_a_device_verifier_refused() -> None:
+    # Composite evidence is accepted (tests/unit/attestation/test_composite.py); a device TEE
+    # this broker has no verifier for is refused, as is a CPU TEE posing as a device.
+    with pytest.raises(UnsupportedTee, match="no verifier for device TEE nvidia"):
+        World().attest(additional_evidence='{"nvidia": {}}', device_report_data=DIGEST)
+    with pytest.raises(UnsupportedTee, match="device evidence only"):
+        World().attest(additional_evidence='{"snp": {}}', device_report_data=DIGEST)
 
 
 def test_binding_checked() -> None:
@@ -243,23 +247,24 @@ def test_bad_policy_output_refused(rules: str) -> None:
 
 
 def test_missing_policy_for_tee_class() -> None:
-    # A fake: custodes has no GPU verifier yet, and this checks only that evidence of a class
-    # with no policy ("default_gpu") is refused rather than appraised by another class's policy.
-    class GpuLikeVerifier:
+    # A fake: custodes has no NVSwitch verifier, and this checks only that evidence of a class
+    # with no policy ("default_switch") is refused rather than appraised by another class's
+    # policy.
+    class SwitchLikeVerifier:
         tee: ClassVar[Tee] = Tee.SAMPLE
 
         def verify(self, request: VerificationRequest) -> list[VerifiedClaims]:
-            return [VerifiedClaims(tee_class=TeeClass.GPU, claims={"report_data": "x"})]
+            return [VerifiedClaims(tee_class=TeeClass.SWITCH, claims={"report_data": "x"})]
 
     world = World()
     service = AttestationService(
-        verifiers={Tee.SAMPLE: GpuLikeVerifier()},
+        verifiers={Tee.SAMPLE: SwitchLikeVerifier()},
         policies=world.policies,
         rvps=world.rvps,
         signer=EarSigner(world.key, clock=world.clock),
         allow_sample_tee=True,
     )
-    with pytest.raises(PolicyError, match="default_gpu"):
+    with pytest.raises(PolicyError, match="default_switch"):
         service.evaluate(
             tee=Tee.SAMPLE, evidence={}, report_data=DIGEST, runtime_data_claims=RUNTIME
         )

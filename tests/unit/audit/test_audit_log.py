@@ -28,6 +28,7 @@ from custodes.audit.errors import (
     AuditAppendConflict,
     AuditChainError,
     AuditChainForked,
+    AuditEmpty,
     AuditEntryEdited,
     AuditEntryMalformed,
     AuditEntryMissing,
@@ -35,6 +36,7 @@ from custodes.audit.errors import (
     AuditEventInvalid,
     AuditSignatureInvalid,
     AuditStreamInvalid,
+    AuditTailUncovered,
     AuditTimeReversed,
     AuditTruncated,
     AuditUnknownKey,
@@ -92,11 +94,18 @@ def log(store: Store, key: ec.EllipticCurvePrivateKey, clock: FrozenClock) -> Au
 
 def fill(log: AuditLog, clock: FrozenClock, n: int = 6, stream: str = STREAM) -> list[JsonObject]:
     """``n`` entries of every kind, one second apart; returned as exported JSON objects."""
-    kinds = list(AuditKind)
+    kinds = [k for k in AuditKind if k is not AuditKind.CHECKPOINT]
     for i in range(n):
         log.append(stream, kinds[i % len(kinds)], f"admin-{i}", {"n": i, "resource": f"r/{i}"})
         clock.advance(1.0)
     return [e.to_json() for e in log.entries(stream)]
+
+
+def sealed(log: AuditLog, clock: FrozenClock, n: int = 6) -> list[JsonObject]:
+    """``fill``, then a checkpoint (entry ``n``): a stream whose end is signed."""
+    fill(log, clock, n)
+    log.checkpoint(STREAM)
+    return [e.to_json() for e in log.entries(STREAM)]
 
 
 def broken(report: VerifyReport, cls: type[AuditChainError], seq: int) -> AuditChainError:
@@ -236,6 +245,8 @@ def test_event_is_detached_from_the_caller(log: AuditLog) -> None:
         ("a/b", "admin", "a", {}, AuditStreamInvalid),
         ("../x", "admin", "a", {}, AuditStreamInvalid),
         (STREAM, "delete", "a", {}, AuditEventInvalid),
+        (STREAM, "checkpoint", None, {}, AuditEventInvalid),
+        (STREAM, AuditKind.CHECKPOINT, None, {}, AuditEventInvalid),
         (STREAM, "admin", "", {}, AuditEventInvalid),
         (STREAM, "admin", "x" * 1025, {}, AuditEventInvalid),
         (STREAM, "admin", "a", ["not", "an", "object"], AuditEventInvalid),
@@ -437,11 +448,13 @@ def keys_of(log: AuditLog) -> dict[str, ec.EllipticCurvePublicKey]:
 
 
 def test_intact_chain_verifies(log: AuditLog, clock: FrozenClock) -> None:
-    entries = fill(log, clock)
+    entries = sealed(log, clock)
     report = verify_chain(entries, keys_of(log))
-    assert report.ok and report.count == 6 and report.first_seq == 0
-    assert report.head == (5, entries[5]["hash"]) and not report.anchored
-    anchored = verify_chain(entries, keys_of(log), expected_head=(5, entries[5]["hash"]))
+    assert report.ok and report.count == 7 and report.first_seq == 0
+    assert report.head == (6, entries[6]["hash"]) and not report.anchored
+    assert report.complete and report.checkpoints == 1
+    assert report.checkpoint is not None and report.checkpoint.seq == 6
+    anchored = verify_chain(entries, keys_of(log), expected_head=(6, entries[6]["hash"]))
     assert anchored.ok and anchored.anchored
     # An anchor inside the chain is checked too.
     assert verify_chain(entries, keys_of(log), expected_head=(2, entries[2]["hash"])).ok
@@ -498,21 +511,27 @@ def test_repeated_entry(log: AuditLog, clock: FrozenClock) -> None:
 
 
 def test_truncate_tail(log: AuditLog, clock: FrozenClock) -> None:
-    entries = fill(log, clock)
-    anchor = (5, entries[5]["hash"])
+    entries = sealed(log, clock)
+    anchor = (6, entries[6]["hash"])
     cut = entries[:4]
-    unanchored = verify_chain(cut, keys_of(log))
-    # Without an anchor the shorter chain is a valid chain: not detectable, and said so.
-    assert unanchored.ok and not unanchored.anchored and unanchored.head == (3, entries[3]["hash"])
+    # The shorter chain is a valid chain, but nothing signed says it ends there.
+    error = broken(verify_chain(cut, keys_of(log)), AuditTailUncovered, 4)
+    assert "no checkpoint" in error.reason
+    # Told to accept that, it is the old blind spot: valid, and the report says incomplete.
+    unanchored = verify_chain(cut, keys_of(log), require_checkpoint=False)
+    assert unanchored.ok and not unanchored.complete and unanchored.checkpoint is None
+    assert unanchored.head == (3, entries[3]["hash"])
+    # An anchor says more precisely what is missing.
     error = broken(verify_chain(cut, keys_of(log), expected_head=anchor), AuditTruncated, 4)
-    assert "entries 4..5" in error.reason
+    assert "entries 4..6" in error.reason
 
 
 def test_truncate_everything(log: AuditLog, clock: FrozenClock) -> None:
-    entries = fill(log, clock)
-    broken(verify_chain([], keys_of(log), expected_head=(5, entries[5]["hash"])), AuditTruncated, 0)
-    empty = verify_chain([], keys_of(log))
-    assert empty.ok and empty.count == 0 and empty.head is None
+    entries = sealed(log, clock)
+    broken(verify_chain([], keys_of(log), expected_head=(6, entries[6]["hash"])), AuditTruncated, 0)
+    for required in (True, False):
+        error = broken(verify_chain([], keys_of(log), require_checkpoint=required), AuditEmpty, 0)
+        assert "proves nothing" in error.reason
 
 
 def test_rewritten_log_does_not_match_the_anchor(
@@ -549,10 +568,10 @@ def test_invalid_anchor_is_a_usage_error(log: AuditLog, clock: FrozenClock) -> N
 
 
 def test_partial_export(log: AuditLog, clock: FrozenClock) -> None:
-    entries = fill(log, clock)
+    entries = sealed(log, clock)
     for start in (2, None):
         report = verify_chain(entries[2:], keys_of(log), start_seq=start)
-        assert report.ok and report.first_seq == 2 and report.count == 4
+        assert report.ok and report.first_seq == 2 and report.count == 5 and report.complete
     # As a whole log, its start is missing.
     error = broken(verify_chain(entries[2:], keys_of(log)), AuditEntryMissing, 0)
     assert "entries 0..1" in error.reason
@@ -639,6 +658,7 @@ def test_rotated_keys(store: Store, clock: FrozenClock) -> None:
     fill(AuditLog(store, old, clock), clock, 3)
     rotated = AuditLog(store, new, clock)
     fill(rotated, clock, 3)
+    rotated.checkpoint(STREAM)
     entries = [e.to_json() for e in rotated.entries(STREAM)]
     both = {key_id(k.public_key()): k.public_key() for k in (old, new)}
     assert verify_chain(entries, both).ok
@@ -813,13 +833,20 @@ def test_export_is_json_lines_of_the_stored_entries(log: AuditLog, clock: Frozen
     fill(log, clock)
     data = exported(log)
     lines = data.split(b"\n")
-    assert lines[-1] == b"" and len(lines) == 7
+    # The six entries and the checkpoint the export appended first.
+    assert lines[-1] == b"" and len(lines) == 8
     assert lines[:-1] == [e.to_bytes() for e in log.entries(STREAM)]
-    assert [AuditEntry.from_bytes(line).seq for line in lines[:-1]] == list(range(6))
+    assert [AuditEntry.from_bytes(line).seq for line in lines[:-1]] == list(range(7))
+    head = log.head(STREAM)
+    report = verify_jsonl(io.BytesIO(data), keys_of(log), expected_head=head)
+    assert report.ok and report.count == 7 and report.complete
     buf = io.BytesIO()
-    assert log.export(STREAM, buf, since_seq=4) == 2
-    report = verify_jsonl(io.BytesIO(data), keys_of(log), expected_head=log.head(STREAM))
-    assert report.ok and report.count == 6
+    assert log.export(STREAM, buf, since_seq=4) == 4  # 4, 5, the first checkpoint, its own
+    partial = verify_jsonl(io.BytesIO(buf.getvalue()), keys_of(log), start_seq=4)
+    assert partial.ok and partial.checkpoints == 2 and partial.head == log.head(STREAM)
+    # Without a checkpoint (the broker never asks for this) the stored entries only.
+    buf = io.BytesIO()
+    assert log.export(STREAM, buf, checkpoint=False) == 8
 
 
 def lines_of(log: AuditLog, clock: FrozenClock) -> list[bytes]:

@@ -31,13 +31,14 @@ def write_public(path: Path, key: ec.EllipticCurvePrivateKey | ed25519.Ed25519Pr
 
 
 class Exported:
-    """A six-entry stream exported to ``acme.jsonl`` with its public key beside it."""
+    """A six-entry stream exported to ``acme.jsonl`` (so seven lines: the export's checkpoint
+    is entry 6) with its public key beside it."""
 
     def __init__(self, tmp_path: Path) -> None:
         self.key = ec.generate_private_key(ec.SECP256R1())
         clock = FrozenClock(1_767_225_600.0)
         self.log = AuditLog(MemoryStore(), self.key, clock)
-        kinds = list(AuditKind)
+        kinds = [k for k in AuditKind if k is not AuditKind.CHECKPOINT]
         for i in range(6):
             self.log.append(STREAM, kinds[i % len(kinds)], f"admin-{i}", {"n": i})
             clock.advance(1.0)
@@ -49,6 +50,15 @@ class Exported:
         head = self.log.head(STREAM)
         assert head is not None
         self.head = head
+        self.checkpoint_time = self.log.entries(STREAM)[-1].time
+
+    def ok(self, count: int = 7) -> str:
+        """The output of a good verification of the whole export."""
+        return (
+            f"ok: {count} entries, head 6 {self.head[1]}\n"
+            f"stream {STREAM} ends at checkpoint 6 (export, signed {self.checkpoint_time}); "
+            "1 checkpoints verified\n"
+        )
 
     def anchor(self) -> str:
         return f"{self.head[0]}:{self.head[1]}"
@@ -68,7 +78,7 @@ def export(tmp_path: Path) -> Exported:
 def verify(
     capsys: pytest.CaptureFixture[str], export: Exported, *extra: str
 ) -> tuple[int, str, str]:
-    code = main(["audit", "verify", str(export.file), "--public-key", str(export.pem), *extra])
+    code = main(["audit", "verify", str(export.file), "--audit-key", str(export.pem), *extra])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -76,14 +86,14 @@ def verify(
 def test_ok(capsys: pytest.CaptureFixture[str], export: Exported) -> None:
     code, out, err = verify(capsys, export)
     assert code == 0
-    assert out == f"ok: 6 entries, head 5 {export.head[1]}\n"
-    assert "cannot be detected without an anchor" in err
+    assert out == export.ok()
+    assert err == ""
 
 
 def test_ok_with_anchor(capsys: pytest.CaptureFixture[str], export: Exported) -> None:
     code, out, err = verify(capsys, export, "--head", export.anchor())
     assert code == 0
-    assert out == f"ok: 6 entries, head 5 {export.head[1]}\n"
+    assert out == export.ok()
     assert err == ""
 
 
@@ -121,11 +131,48 @@ def test_reordered_entries(capsys: pytest.CaptureFixture[str], export: Exported)
 def test_truncated_tail(capsys: pytest.CaptureFixture[str], export: Exported) -> None:
     export.rewrite(export.lines()[:4])
     code, out, err = verify(capsys, export)
-    assert code == 0 and out.startswith("ok: 4 entries, head 3 ")
-    assert "cannot be detected without an anchor" in err
+    assert (code, err) == (1, "")
+    assert out.startswith("audit log broken at entry 4: no checkpoint: nothing signed says ")
     code, out, _ = verify(capsys, export, "--head", export.anchor())
     assert code == 1
-    assert out.startswith("audit log broken at entry 4: entries 4..5 are missing at the end")
+    assert out.startswith("audit log broken at entry 4: entries 4..6 are missing at the end")
+
+
+def test_only_the_checkpoint_cut(capsys: pytest.CaptureFixture[str], export: Exported) -> None:
+    export.rewrite(export.lines()[:-1])
+    code, out, _ = verify(capsys, export)
+    assert code == 1 and out.startswith("audit log broken at entry 6: no checkpoint")
+
+
+def test_tail_after_the_checkpoint(capsys: pytest.CaptureFixture[str], export: Exported) -> None:
+    export.log.append(STREAM, AuditKind.ADMIN, "admin", {"n": 6})
+    added = export.log.entries(STREAM)[-1].to_bytes()
+    export.rewrite([*export.lines(), added])
+    code, out, _ = verify(capsys, export)
+    assert code == 1 and out.startswith(
+        "audit log broken at entry 8: entry 7 comes after the last checkpoint (entry 6)"
+    )
+
+
+def test_allow_unanchored_is_loud(capsys: pytest.CaptureFixture[str], export: Exported) -> None:
+    export.rewrite(export.lines()[:4])
+    code, out, err = verify(capsys, export, "--allow-unanchored")
+    assert code == 0 and out == f"ok: 4 entries, head 3 {json.loads(export.lines()[3])['hash']}\n"
+    assert err.startswith("WARNING: --allow-unanchored: the stream does not end at a signed")
+    # With an earlier checkpoint and a tail after it, the checkpoint is shown as not the end.
+    export.log.append(STREAM, AuditKind.ADMIN, "admin", {"n": 6})
+    buf = io.BytesIO()
+    export.log.export(STREAM, buf)  # entries 0..7, the export's checkpoint is entry 8
+    export.log.append(STREAM, AuditKind.ADMIN, "admin", {"n": 7})
+    lines = buf.getvalue().splitlines()
+    export.rewrite([*lines, export.log.entries(STREAM)[-1].to_bytes()])
+    code, out, err = verify(capsys, export, "--allow-unanchored")
+    assert code == 0 and "does NOT end at checkpoint 8 (export" in out
+    assert "2 checkpoints verified" in out and err.startswith("WARNING: ")
+    # A complete stream: no warning, even with the option.
+    export.rewrite(lines)
+    code, out, err = verify(capsys, export, "--allow-unanchored")
+    assert code == 0 and "ends at checkpoint 8" in out and err == ""
 
 
 def test_partial_file(capsys: pytest.CaptureFixture[str], export: Exported) -> None:
@@ -134,13 +181,13 @@ def test_partial_file(capsys: pytest.CaptureFixture[str], export: Exported) -> N
     assert code == 1
     assert out == "audit log broken at entry 0: entries 0..1 are missing: deleted from the log\n"
     code, out, err = verify(capsys, export, "--head", export.anchor(), "--from", "2")
-    assert code == 0 and out.startswith("ok: 4 entries, head 5 ")
+    assert code == 0 and out == export.ok(count=5)
     assert "starts at entry 2" in err
 
 
 def test_stream(capsys: pytest.CaptureFixture[str], export: Exported) -> None:
     code, out, _ = verify(capsys, export, "--stream", STREAM)
-    assert code == 0 and out.startswith("ok: 6 entries")
+    assert code == 0 and out == export.ok()
     code, out, _ = verify(capsys, export, "--stream", "beta")
     assert code == 1 and out.startswith("audit log broken at entry 0: entry of stream 'acme'")
 
@@ -157,16 +204,18 @@ def test_rotated_keys_repeat_the_option(
     capsys: pytest.CaptureFixture[str], export: Exported, tmp_path: Path
 ) -> None:
     other = write_public(tmp_path / "other.pem", ec.generate_private_key(ec.SECP256R1()))
-    code, out, _ = verify(capsys, export, "--public-key", str(other))
-    assert code == 0 and out.startswith("ok: 6 entries")
+    code, out, _ = verify(capsys, export, "--audit-key", str(other))
+    assert code == 0 and out == export.ok()
 
 
 def test_empty_file(capsys: pytest.CaptureFixture[str], export: Exported) -> None:
     export.file.write_bytes(b"")
-    code, out, _ = verify(capsys, export)
-    assert (code, out) == (0, "ok: 0 entries, head none\n")
+    refused = "audit log broken at entry 0: no entries: an empty stream proves nothing\n"
+    for extra in ((), ("--allow-unanchored",)):
+        code, out, _ = verify(capsys, export, *extra)
+        assert (code, out) == (1, refused)
     code, out, _ = verify(capsys, export, "--head", export.anchor())
-    assert code == 1 and out.startswith("audit log broken at entry 0: entries 0..5 are missing")
+    assert code == 1 and out.startswith("audit log broken at entry 0: entries 0..6 are missing")
 
 
 @pytest.mark.parametrize("what", ["missing-file", "missing-key", "not-pem", "ed25519", "private"])
@@ -225,11 +274,11 @@ def run_cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProce
 
 
 def test_installed_command(export: Exported) -> None:
-    ok = run_cli(str(export.file), "--public-key", str(export.pem), "--head", export.anchor())
-    assert ok.returncode == 0 and ok.stdout == f"ok: 6 entries, head 5 {export.head[1]}\n"
+    ok = run_cli(str(export.file), "--audit-key", str(export.pem), "--head", export.anchor())
+    assert ok.returncode == 0 and ok.stdout == export.ok()
     assert "Traceback" not in ok.stderr
-    from_stdin = run_cli("-", "--public-key", str(export.pem), stdin=export.file.read_bytes())
-    assert from_stdin.returncode == 0 and from_stdin.stdout.startswith("ok: 6 entries")
+    from_stdin = run_cli("-", "--audit-key", str(export.pem), stdin=export.file.read_bytes())
+    assert from_stdin.returncode == 0 and from_stdin.stdout == export.ok()
     lines = export.lines()
     lines[4] = lines[4].replace(b'"n":4', b'"n":5')
     export.rewrite(lines)
@@ -242,6 +291,6 @@ def test_installed_command(export: Exported) -> None:
     worse = run_cli(str(garbage), "--public-key", str(export.pem))
     assert worse.returncode == 1 and worse.stdout.startswith("audit log broken at entry 0: ")
     assert "Traceback" not in worse.stderr
-    missing = run_cli(str(export.file), "--public-key", str(export.file.with_name("none.pem")))
+    missing = run_cli(str(export.file), "--audit-key", str(export.file.with_name("none.pem")))
     assert missing.returncode == 1 and missing.stderr.startswith("custodes: error: ")
     assert "Traceback" not in missing.stderr

@@ -82,7 +82,7 @@ def test_build_to_file_is_deterministic(
             str(configs / "policy.rego"),
             "--algorithm",
             "sha384",
-            "-o",
+            "--out",
             str(configs / name),
         )
         assert code == 0
@@ -240,11 +240,12 @@ def test_annotation_to_file(
 ) -> None:
     toml = vectors / INITDATA / "website-initdata-example.toml"
     out_file = tmp_path / "value.b64"
-    code, out, _ = run(capsysbinary, "annotation", str(toml), "-o", str(out_file))
+    code, out, _ = run(capsysbinary, "annotation", str(toml), "--out", str(out_file))
     assert code == 0 and out == b""
     decoded_file = tmp_path / "decoded.toml"
+    # --output FILE, the former spelling of --out, is still accepted.
     code, _, _ = run(
-        capsysbinary, "annotation", "--decode", f"@{out_file}", "-o", str(decoded_file)
+        capsysbinary, "annotation", "--decode", f"@{out_file}", "--output", str(decoded_file)
     )
     assert code == 0 and decoded_file.read_bytes() == toml.read_bytes()
 
@@ -274,7 +275,7 @@ def test_image_both_ways(
 ) -> None:
     toml = vectors / INITDATA / "website-runtime-attestation-annotation.decoded.toml"
     img = tmp_path / "initdata.img"
-    code, _, err = run(capsysbinary, "image", str(toml), "-o", str(img))
+    code, _, err = run(capsysbinary, "image", str(toml), "--out", str(img))
     assert code == 0 and "wrote 512 bytes" in err
     assert unpack_image(img.read_bytes()) == toml.read_bytes()
     code, out, _ = run(capsysbinary, "image", "--decode", str(img))
@@ -303,7 +304,7 @@ def test_image_refusals(
 
 def test_image_usage(capsysbinary: pytest.CaptureFixture[bytes], vectors: Path) -> None:
     err = usage(capsysbinary, "image", str(vectors / INITDATA / "kata-default-initdata.toml"))
-    assert "-o" in err
+    assert "--out" in err
     usage(capsysbinary, "image")
 
 

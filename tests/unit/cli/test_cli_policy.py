@@ -697,3 +697,91 @@ def test_entry_ref() -> None:
     assert entry_ref("/tmp/a:b.jsonl:12") == (Path("/tmp/a:b.jsonl"), 12)
     with pytest.raises(argparse.ArgumentTypeError, match=r"expected AUDIT\.jsonl:SEQ"):
         entry_ref("audit.jsonl:x")
+
+
+# --- suggested reference values (trust on first use) ------------------------------------------
+
+
+def test_suggest_on_sample_evidence_prints_typed_commands_and_writes_the_message(
+    cli: Any, files: dict[str, Path], tmp_path: Path
+) -> None:
+    message = tmp_path / "suggested.json"
+    code, out, _ = _sample(cli, files, "--suggest", "--suggest-message", message)
+    assert code == EXIT_REFUSED  # the decision is the candidate's with the values given
+    assert "TRUST ON FIRST USE: these values are copied from the evidence being judged" in out
+    for line in (
+        "custodes admin reference-value register launch_digest abcde",
+        "custodes admin reference-value register --type number --single major_version 1",
+        "custodes admin reference-value register --type number --single minimum_minor_version 4",
+        "custodes admin reference-value register svn 1",
+        f"custodes admin reference-value register --message {message}",
+        "with them the candidate decides: affirming",
+    ):
+        assert line in out, line
+    # The message is what `register --message` sends; with it, the same policy affirms.
+    sent = json.loads(message.read_text())
+    values = json.loads(base64.b64decode(sent["payload"]))
+    assert values == {
+        "launch_digest": ["abcde"],
+        "major_version": 1,
+        "minimum_minor_version": 4,
+        "svn": ["1"],
+    }
+    rv = _write(tmp_path / "rv-from-message.json", values)
+    assert _sample(cli, files, "--reference-values", rv)[0] == 0
+
+
+def test_suggest_json_and_what_no_reference_value_fixes(
+    cli: Any, files: dict[str, Path], tmp_path: Path
+) -> None:
+    debug = dict(json.loads(files["evidence"].read_text()))
+    policy = _write(
+        tmp_path / "debug.rego",
+        default_policy("default_cpu").replace(
+            "input.sample.debug == false", "input.sample.debug == true"
+        ),
+    )
+    code, out, _ = cli(
+        "policy", "test", "--policy", policy, "--evidence", _write(tmp_path / "e.json", debug),
+        "--tee", "sample", "--report-data", REPORT_DATA.hex(), "--suggest", "-o", "json",
+    )  # fmt: skip
+    assert code == EXIT_REFUSED
+    suggested = json.loads(out)["suggested"]
+    assert suggested["reference_values"]["svn"] == ["1"]
+    assert suggested["decision_with_them"] == "warning"  # configuration stays 36
+    assert suggested["message"]["type"] == "sample"
+    assert suggested["message_file"] is None
+    (still,) = suggested["still_failed"]["cpu0"]["configuration"]
+    assert still["condition"] == "input.sample.debug == true"
+    assert still["claims"] == {"input.sample.debug": False}
+
+
+def test_suggest_nothing_when_already_affirming(cli: Any, files: dict[str, Path]) -> None:
+    code, out, _ = _sample(cli, files, "--reference-values", files["rv"], "--suggest")
+    assert code == 0
+    assert "suggested reference values: none" in out
+
+
+def test_suggest_on_the_tpm_vector_names_the_attestation_key(
+    cli: Any, files: dict[str, Path], tpm: dict[str, Any], tmp_path: Path
+) -> None:
+    rv = _write(tmp_path / "tpm-rv.json", {"tpm_pcr11": ["00" * 32]})
+    code, out, _ = cli(
+        "policy", "test", "--policy", files["cpu"], "--evidence", tpm["path"], "--tee", "tpm",
+        "--report-data", tpm["report_data"], "--reference-values", rv, "--suggest", "-o", "json",
+    )  # fmt: skip
+    assert code == EXIT_REFUSED
+    suggested = json.loads(out)["suggested"]
+    assert suggested["reference_values"] == {"trusted_aks": [tpm["ak_public"]]}
+    assert suggested["decision_with_them"] == "affirming"
+
+
+def test_suggest_usage_errors(cli: Any, files: dict[str, Path], tmp_path: Path) -> None:
+    code, _, err = _sample(cli, files, "--suggest-message", tmp_path / "m.json")
+    assert code == 2 and "--suggest-message: only with --suggest" in err
+    code, _, err = cli(
+        "policy", "test", "--kind", "resource", "--policy", files["resource"],
+        "--claims", files["rv"], "--resource", "default/key/x", "--suggest",
+    )  # fmt: skip
+    assert code == 2 and "--suggest: only with --kind attestation" in err
+    assert not (tmp_path / "m.json").exists()

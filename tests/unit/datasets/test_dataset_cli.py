@@ -8,8 +8,11 @@ import io
 import json
 import os
 import pty
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -97,7 +100,7 @@ def test_keygen_refuses_an_existing_key_file(key_file: Path) -> None:
 
 
 def test_encrypt_decrypt_inspect(tmp_path: Path, key_file: Path, sealed: Path) -> None:
-    result = cli("dataset", "inspect", sealed)
+    result = cli("dataset", "inspect", sealed, "-o", "json")
     assert_ok(result)
     info = json.loads(result.stdout)
     assert info["key_id"] == KEY_ID
@@ -120,7 +123,7 @@ def test_encrypt_and_decrypt_a_directory(tmp_path: Path, key_file: Path) -> None
     (tree / "sub" / "b.csv").write_bytes(b"b")
     assert_ok(cli("dataset", "encrypt", "--key-file", key_file, "--key-id", KEY_ID,
                   tree, tmp_path / "sealed"))  # fmt: skip
-    result = cli("dataset", "inspect", tmp_path / "sealed")
+    result = cli("dataset", "inspect", tmp_path / "sealed", "-o", "json")
     assert_ok(result)
     assert [i["plaintext_size"] for i in json.loads(result.stdout)] == [len(PLAIN), 1]
     assert_ok(cli("dataset", "decrypt", "--key-file", key_file, tmp_path / "sealed",
@@ -199,7 +202,7 @@ def test_inspect_reports_an_inconsistent_layout(sealed: Path) -> None:
     final_chunk = len(PLAIN) % 65536 + 16
     with sealed.open("r+b") as f:  # leave 5 bytes of the final chunk: less than its tag
         f.truncate(sealed.stat().st_size - final_chunk + 5)
-    result = cli("dataset", "inspect", sealed)
+    result = cli("dataset", "inspect", sealed, "-o", "json")
     assert_ok(result)
     info = json.loads(result.stdout)
     assert info["plaintext_size"] is None
@@ -214,7 +217,19 @@ def _store(broker: LiveBroker, *extra: str | Path) -> subprocess.CompletedProces
                "--key", broker.data_dir / "admin-key.pem", *extra)  # fmt: skip
 
 
-def test_keygen_store_then_decrypt_inside_the_tee(broker: LiveBroker, tmp_path: Path) -> None:
+@pytest.fixture
+def shm() -> Iterator[Path]:
+    """A private directory on tmpfs, where `decrypt --url` may write plaintext."""
+    if not Path("/dev/shm").is_dir():
+        pytest.fail("/dev/shm is needed: decrypt --url writes only to memory-backed storage")
+    d = Path(tempfile.mkdtemp(prefix="custodes-test-", dir="/dev/shm"))
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_keygen_store_then_decrypt_inside_the_tee(
+    broker: LiveBroker, tmp_path: Path, shm: Path
+) -> None:
     """The workload admin makes and stores the key in one step and encrypts; the guest
     (sample TEE) attests, fetches the key the header names, and decrypts."""
     key_file = tmp_path / "data.key"
@@ -229,7 +244,7 @@ def test_keygen_store_then_decrypt_inside_the_tee(broker: LiveBroker, tmp_path: 
     sealed = tmp_path / "plain.csv.cdx"
     assert_ok(cli("dataset", "encrypt", "--key-file", key_file, "--key-id", KEY_ID, plain,
                   sealed))  # fmt: skip
-    back = tmp_path / "guest" / "plain.csv"
+    back = shm / "plain.csv"
     result = cli("dataset", "decrypt", "--url", broker.url, "--tee", "sample", sealed, back)
     assert_ok(result)
     assert_key_not_in(result, key)
@@ -260,7 +275,9 @@ def test_keygen_store_needs_the_admin_key(broker: LiveBroker, tmp_path: Path) ->
     assert not (tmp_path / "k").exists()
 
 
-def test_decrypt_url_when_the_broker_has_no_such_key(broker: LiveBroker, tmp_path: Path) -> None:
+def test_decrypt_url_when_the_broker_has_no_such_key(
+    broker: LiveBroker, tmp_path: Path, shm: Path
+) -> None:
     key_file = tmp_path / "k"
     write_key_file(key_file, Secret(os.urandom(32)))
     plain = tmp_path / "p"
@@ -268,13 +285,13 @@ def test_decrypt_url_when_the_broker_has_no_such_key(broker: LiveBroker, tmp_pat
     assert_ok(cli("dataset", "encrypt", "--key-file", key_file, "--key-id", KEY_ID, plain,
                   tmp_path / "p.cdx"))  # fmt: skip
     result = cli("dataset", "decrypt", "--url", broker.url, "--tee", "sample", tmp_path / "p.cdx",
-                 tmp_path / "back")  # fmt: skip
+                 shm / "back")  # fmt: skip
     assert "404" in assert_error(result)
-    assert not (tmp_path / "back").exists()
+    assert not (shm / "back").exists()
 
 
 def test_decrypt_url_refuses_a_resource_that_is_not_a_key(
-    broker: LiveBroker, tmp_path: Path
+    broker: LiveBroker, tmp_path: Path, shm: Path
 ) -> None:
     with broker.admin() as admin:
         admin.put_resource(RESOURCE, b"a password, not a 32-byte key")
@@ -285,9 +302,65 @@ def test_decrypt_url_refuses_a_resource_that_is_not_a_key(
     assert_ok(cli("dataset", "encrypt", "--key-file", key_file, "--key-id", KEY_ID, plain,
                   tmp_path / "p.cdx"))  # fmt: skip
     result = cli("dataset", "decrypt", "--url", broker.url, "--tee", "sample", tmp_path / "p.cdx",
-                 tmp_path / "back")  # fmt: skip
+                 shm / "back")  # fmt: skip
     assert "32 bytes" in assert_error(result)
-    assert not (tmp_path / "back").exists()
+    assert not (shm / "back").exists()
+
+
+def _sealed_for_the_broker(broker: LiveBroker, tmp_path: Path) -> Path:
+    key_file = tmp_path / "k"
+    assert_ok(_store(broker, "--out", key_file))
+    plain = tmp_path / "p"
+    plain.write_bytes(PLAIN)
+    assert_ok(cli("dataset", "encrypt", "--key-file", key_file, "--key-id", KEY_ID, plain,
+                  tmp_path / "p.cdx"))  # fmt: skip
+    return tmp_path / "p.cdx"
+
+
+def test_decrypt_url_refuses_persistent_storage_before_attesting(
+    broker: LiveBroker, tmp_path: Path
+) -> None:
+    """Issue 12 #6: inside the TEE, plaintext goes to tmpfs/ramfs only, as for `run`."""
+    from custodes.guest.dataset_launch import NotMemoryBacked, check_memory_backed
+
+    with pytest.raises(NotMemoryBacked):  # the test needs a persistent temporary directory
+        check_memory_backed(tmp_path)
+    sealed = _sealed_for_the_broker(broker, tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    result = cli("dataset", "decrypt", "--url", broker.url, "--tee", "sample", sealed,
+                 out / "plain.csv")  # fmt: skip
+    err = assert_error(result)
+    assert "not in memory" in err and "--allow-persistent" in err
+    assert list(out.iterdir()) == []
+    assert "INSECURE: issued a token" not in err  # refused before any attestation
+
+
+def test_decrypt_url_allow_persistent_is_loud(broker: LiveBroker, tmp_path: Path) -> None:
+    sealed = _sealed_for_the_broker(broker, tmp_path)
+    back = tmp_path / "plain.csv"
+    result = cli("dataset", "decrypt", "--url", broker.url, "--tee", "sample", "--allow-persistent",
+                 sealed, back)  # fmt: skip
+    assert_ok(result)
+    assert "INSECURE: writing the plaintext" in result.stderr.decode()
+    assert "--allow-persistent" in result.stderr.decode()
+    assert back.read_bytes() == PLAIN
+
+
+def test_allow_persistent_needs_url(key_file: Path, tmp_path: Path) -> None:
+    err = assert_error(cli("dataset", "decrypt", "--key-file", key_file, "--allow-persistent",
+                           tmp_path / "x.cdx", tmp_path / "x"))  # fmt: skip
+    assert "--allow-persistent" in err
+
+
+def test_encrypt_into_a_missing_directory_creates_nothing(key_file: Path, tmp_path: Path) -> None:
+    plain = tmp_path / "p"
+    plain.write_bytes(b"data")
+    result = cli("dataset", "encrypt", "--key-file", key_file, "--key-id", KEY_ID, plain,
+                 tmp_path / "nonexistent" / "x")  # fmt: skip
+    err = assert_error(result)
+    assert err.count("\n") == 1 and "does not exist" in err
+    assert not (tmp_path / "nonexistent").exists()
 
 
 # --- progress bar ------------------------------------------------------------------------

@@ -201,7 +201,7 @@ def test_tampered_chunk_halfway_leaves_nothing(big_sealed: Path, tmp_path: Path)
     written: list[int] = []
     out = tmp_path / "out" / "nested" / "plain"
     with pytest.raises(ChunkAuthenticationFailed):
-        decrypt_path(big_sealed, out, KEY, progress=written.append)
+        decrypt_path(big_sealed, out, KEY, progress=written.append, create_parents=True)
     assert sum(written) == 4 * C  # four chunks had been written to the partial file
     assert _all_files(tmp_path) == ["big.cdx"]  # no output, no partial, no new directories
 
@@ -294,3 +294,33 @@ def test_write_error_leaves_nothing(big_sealed: Path, tmp_path: Path) -> None:
     assert b"Traceback" not in result.stderr
     assert b"custodes: error:" in result.stderr
     assert sorted(os.listdir(tmp_path)) == ["big.cdx", "k"]
+
+
+@pytest.mark.parametrize("operation", ["encrypt", "decrypt"])
+def test_a_missing_output_directory_is_refused_not_created(
+    small_sealed_or_plain: tuple[Path, Path], tmp_path: Path, operation: str
+) -> None:
+    plain, sealed = small_sealed_or_plain
+    out = tmp_path / "nonexistent" / "x"
+    with pytest.raises(DatasetPathError, match="does not exist"):
+        if operation == "encrypt":
+            encrypt_path(plain, out, KEY, KEY_ID)
+        else:
+            decrypt_path(sealed, out, KEY)
+    assert not (tmp_path / "nonexistent").exists()
+
+
+def test_a_tree_output_directory_is_created_below_an_existing_one(
+    tree: Path, tmp_path: Path
+) -> None:
+    written = encrypt_path(tree, tmp_path / "out", KEY, KEY_ID)
+    assert written and all(p.is_relative_to(tmp_path / "out") for p in written)
+
+
+@pytest.fixture
+def small_sealed_or_plain(tmp_path: Path) -> tuple[Path, Path]:
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"some data")
+    sealed = tmp_path / "plain.cdx"
+    encrypt_path(plain, sealed, KEY, KEY_ID)
+    return plain, sealed

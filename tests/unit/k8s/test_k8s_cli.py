@@ -17,6 +17,7 @@ from custodes.initdata.encoding import ANNOTATION_KEY, decode_annotation
 from custodes.k8s.guestconfig import brokers_in
 from custodes.k8s.schema import validate_object
 from custodes.k8s.yamlio import load_documents
+from custodes.protocol.resource import ResourcePath
 from custodes.sealed.format import SealedSecret
 from custodes.sealed.keys import private_jwk
 from live_broker import LiveBroker
@@ -55,7 +56,7 @@ def test_secret_against_a_real_broker(
     ]  # fmt: skip
     code, out, err = run(
         capsys, "secret", "--name", "db", "--namespace", "payments",
-        "--from-literal", f"password={literal}", *common, "-o", str(out_file),
+        "--from-literal", f"password={literal}", *common, "--out", str(out_file),
     )  # fmt: skip
     assert code == 0, err
     assert out == "" and "stored 1 value(s) of Secret 'db'" in err
@@ -133,6 +134,51 @@ def test_secret_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     with pytest.raises(SystemExit) as exc:
         main(["k8s", "secret", "--name", "s", *base])  # no source
     assert exc.value.code == 2
+    assert "give --from-literal and/or --from-file, or --from-manifest" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["k8s", "secret", "--from-manifest", "m.yaml", "--from-literal", "a=b", *base])
+    assert exc.value.code == 2
+    assert "--from-manifest cannot be combined" in capsys.readouterr().err
+    (tmp_path / "a").write_text("from a file")
+    code, _, err = run(
+        capsys, "secret", "--name", "s", "--from-literal", "a=b",
+        "--from-file", str(tmp_path / "a"), *base, "--key", str(key_file),
+    )  # fmt: skip
+    assert code == 1 and "key 'a' is given twice (--from-literal and --from-file)" in err
+
+
+def test_secret_mixes_literal_and_file_values(
+    broker: LiveBroker,
+    tmp_path: Path,
+    signing_key: ec.EllipticCurvePrivateKey,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """As with kubectl, --from-literal and --from-file go together in one Secret."""
+    key_file = tmp_path / "signing.jwk"
+    key_file.write_text(json.dumps(private_jwk(signing_key, "k")))
+    cert = tmp_path / "tls.crt"
+    cert.write_bytes(secrets.token_bytes(40))
+    code, out, err = run(
+        capsys, "secret", "--name", "mixed", "--repo", "default",
+        "--from-literal", "user=admin", "--from-file", f"cert={cert}",
+        "--from-file", str(cert), "--from-literal", "password=s3cret",
+        "--url", broker.url, "--key", str(broker.data_dir / "admin-key.pem"),
+        "--signing-key", str(key_file), "--kid", "kbs:///default/signing-key/sealed",
+        "-o", "json",
+    )  # fmt: skip
+    assert code == 0, err
+    doc = json.loads(out)  # one Secret: the object itself, as `kubectl -o json`
+    assert doc["kind"] == "Secret" and sorted(doc["data"]) == [
+        "cert",
+        "password",
+        "tls.crt",
+        "user",
+    ]
+    validate_object(doc)
+    with broker.admin() as admin:
+        stored = set(admin.list_resources())
+        assert {f"default/mixed/{k}" for k in ("user", "cert", "tls.crt", "password")} <= stored
+        assert admin.resource_info(ResourcePath("default", "mixed", "cert"))["size"] == 40
 
 
 def test_pod(tmp_path: Path, capsys: pytest.CaptureFixture[str], vectors: Path) -> None:
@@ -144,7 +190,7 @@ def test_pod(tmp_path: Path, capsys: pytest.CaptureFixture[str], vectors: Path) 
     code, out, err = run(
         capsys, "pod", "-f", str(source), "--runtime-class", "kata-qemu-tdx",
         "--broker-url", BROKER, "--broker-cert", str(pki.ca_pem), "--policy", str(policy),
-        "--entrypoint-wrap", "-o", str(out_file),
+        "--entrypoint-wrap", "--out", str(out_file),
     )  # fmt: skip
     assert code == 0 and out == "", err
     assert 'reads Secret "not-sealed-secret"' in err and "init-data sha256 digest" in err

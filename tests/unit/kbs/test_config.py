@@ -73,7 +73,7 @@ def test_relative_and_absolute_paths(tmp_path: Path) -> None:
     config = _load(
         tmp_path,
         '[server]\ndata_dir = "state"\ntls_cert = "/abs/cert.pem"\ntls_key = "k.pem"\n'
-        '[admin]\npublic_keys = ["a.pem", "/abs/b.pem"]\n'
+        '[admin]\npublic_keys = ["a.pem", "/abs/b.pem"]\nsubjects = ["alice", "bob"]\n'
         '[storage]\npath = "db/x.db"\n',
     )
     base = tmp_path.resolve()

@@ -202,6 +202,7 @@ def test_ear_key_configured(tmp_path: Path) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     path = tmp_path / "mine.pem"
     path.write_bytes(_private_pem(key))
+    path.chmod(0o600)
     data_dir = tmp_path / "data"
     loaded = load_ear_signing_key(path, data_dir)
     assert _same_public(loaded.public_key(), key.public_key())
@@ -254,3 +255,38 @@ def test_admin_key_pair_completed_after_an_interrupted_start(tmp_path: Path) -> 
     assert generated is not None
     assert (tmp_path / ADMIN_KEY_FILE).read_bytes() == pem
     assert _same_public(load_public_key(generated.public_path), key.public_key())
+
+
+# --- file modes: refused, as ssh refuses a readable identity -----------------------------
+
+
+def test_configured_ear_key_readable_by_others_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "mine.pem"
+    path.write_bytes(_private_pem(ec.generate_private_key(ec.SECP256R1())))
+    path.chmod(0o644)
+    with pytest.raises(ConfigError, match=f"chmod 600 {path}"):
+        load_ear_signing_key(path, tmp_path / "data")
+
+
+def test_generated_ear_key_made_readable_is_refused_at_the_next_start(tmp_path: Path) -> None:
+    load_ear_signing_key(None, tmp_path)
+    (tmp_path / EAR_KEY_FILE).chmod(0o640)
+    with pytest.raises(ConfigError, match="group and others must have no access"):
+        load_ear_signing_key(None, tmp_path)
+
+
+def test_generated_admin_key_made_readable_is_refused(tmp_path: Path) -> None:
+    ensure_admin_key(tmp_path)
+    (tmp_path / ADMIN_KEY_FILE).chmod(0o604)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        ensure_admin_key(tmp_path)
+
+
+def test_keys_and_their_directory_are_private_under_umask_022(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        load_ear_signing_key(None, tmp_path / "data")
+    finally:
+        os.umask(old)
+    assert _mode(tmp_path / "data") == 0o700
+    assert _mode(tmp_path / "data" / EAR_KEY_FILE) == 0o600

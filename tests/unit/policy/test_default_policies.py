@@ -229,7 +229,7 @@ def test_shipped_policies_load_and_compile() -> None:
     for name in DEFAULT_POLICY_NAMES:
         RegoEngine.check(default_policy(name))
     with pytest.raises(NotFound):
-        default_policy("default_gpu")
+        default_policy("default_switch")
 
 
 def test_sample_agrees_with_upstream_with_and_without_reference_values(

@@ -13,7 +13,9 @@ from custodes.rvps.messages import (
     DEFAULT_LIFETIME,
     ReferenceValue,
     check_reference_value_id,
+    export_messages,
     parse_message,
+    sample_message,
 )
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, 250_000, tzinfo=UTC)
@@ -147,3 +149,38 @@ def test_expired() -> None:
 def test_bad_stored_form(stored: object) -> None:
     with pytest.raises(StorageError):
         ReferenceValue.from_stored_json(stored)
+
+
+def test_sample_message_is_read_back_with_types_and_expiration() -> None:
+    values = {"svn": ["1"], "major_version": 1, "debug": False, "digest": "00ab"}
+    when = datetime(2027, 1, 31, tzinfo=UTC)
+    message = sample_message(values, expiration=when)
+    assert message["type"] == "sample" and message["version"] == "0.1.0"
+    assert message["expiration"] == "2027-01-31T00:00:00Z"
+    parsed = parse_message(message, now=NOW)
+    assert {v.name: v.value for v in parsed} == values
+    assert all(v.expiration == when for v in parsed)
+    assert "expiration" not in sample_message(values)
+
+
+def test_export_groups_by_expiration_and_leaves_out_expired_values() -> None:
+    soon, later = NOW + timedelta(days=1), NOW + timedelta(days=30)
+    soon, later = soon.replace(microsecond=0), later.replace(microsecond=0)
+    stored = [
+        ReferenceValue("svn", ["1"], later),
+        ReferenceValue("major_version", 1, soon),
+        ReferenceValue("launch_digest", ["abcde"], later),
+        ReferenceValue("old", ["x"], NOW - timedelta(seconds=1)),
+    ]
+    messages = export_messages(stored, now=NOW)
+    assert [m["expiration"] for m in messages] == [
+        soon.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        later.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    ]
+    back = [rv for m in messages for rv in parse_message(m, now=NOW)]
+    assert sorted((rv.name, rv.value, rv.expiration) for rv in back) == [
+        ("launch_digest", ["abcde"], later),
+        ("major_version", 1, soon),
+        ("svn", ["1"], later),
+    ]
+    assert export_messages([ReferenceValue("old", 1, NOW)], now=NOW) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import textwrap
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from custodes._internal.private_files import FileModeError
 from custodes.errors import StorageError
 from custodes.storage.base import NS_RESOURCES
 from custodes.storage.sqlite import SqliteStore
@@ -80,6 +82,7 @@ def test_newer_schema_version_is_refused(tmp_path: Path) -> None:
     db = sqlite3.connect(path)
     db.execute("PRAGMA user_version=2")
     db.close()
+    path.chmod(0o600)  # a store group or others can read is refused before this check
     with pytest.raises(StorageError, match="newer") as info:
         SqliteStore(path)
     # The refused store did not keep the file open (checked while its traceback, which
@@ -105,6 +108,7 @@ def test_newer_schema_version_is_refused(tmp_path: Path) -> None:
 def test_non_database_file_gives_storage_error(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "s.db"
     path.write_bytes(content)
+    path.chmod(0o600)
     with pytest.raises(StorageError) as info:
         SqliteStore(path)
     assert isinstance(info.value.__cause__, sqlite3.Error)
@@ -136,6 +140,7 @@ def test_empty_file_is_initialised(tmp_path: Path) -> None:
     # A zero-length file is a valid empty SQLite database.
     path = tmp_path / "s.db"
     path.write_bytes(b"")
+    path.chmod(0o600)
     s = SqliteStore(path)
     try:
         s.set(NS, "k", b"v")
@@ -191,3 +196,36 @@ def test_acknowledged_writes_survive_sigkill(tmp_path: Path) -> None:
         assert len(acked) <= len(s.list(NS, now=NOW)) <= len(acked) + 1
     finally:
         s.close()
+
+
+# --- file modes: the store is the broker's secret state ----------------------------------
+
+
+def test_store_files_are_private_under_umask_022(tmp_path: Path) -> None:
+    # SQLite alone makes 0644 files under umask 022; the directory is created 0700.
+    old = os.umask(0o022)
+    try:
+        s = SqliteStore(tmp_path / "data" / "custodes.db")
+    finally:
+        os.umask(old)
+    try:
+        s.set(NS, "k", b"v")
+        files = sorted((tmp_path / "data").iterdir())
+        assert [f.name for f in files] == ["custodes.db", "custodes.db-shm", "custodes.db-wal"]
+        assert {f.name: stat.S_IMODE(f.stat().st_mode) for f in files} == {
+            f.name: 0o600 for f in files
+        }
+        assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o700
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("suffix", ["", "-wal", "-shm"])
+def test_store_file_readable_by_others_is_refused(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / "custodes.db"
+    SqliteStore(path).close()
+    exposed = path.with_name(path.name + suffix)
+    exposed.touch()
+    exposed.chmod(0o644)
+    with pytest.raises(FileModeError, match=f"chmod 600 {exposed}"):
+        SqliteStore(path)

@@ -18,6 +18,7 @@ from custodes.attestation.verifiers.azure import (
     AzureVerifierConfig,
 )
 from custodes.attestation.verifiers.base import Verifier
+from custodes.attestation.verifiers.nvidia import NvidiaVerifier, NvidiaVerifierConfig
 from custodes.attestation.verifiers.sample import SampleVerifier
 from custodes.attestation.verifiers.snp import SnpVerifier, SnpVerifierConfig
 from custodes.attestation.verifiers.snp.collateral import Fetcher
@@ -64,6 +65,8 @@ def build_verifiers(settings: VerifierSettings, clock: Clock) -> dict[Tee, Verif
         )
     verifiers[Tee.SNP] = SnpVerifier(snp)
     verifiers[Tee.AZ_SNP_VTPM] = AzSnpVtpmVerifier(AzureVerifierConfig(clock=clock))
+    # Device evidence only (additional_evidence next to a CPU TEE); fully offline.
+    verifiers[Tee.NVIDIA] = NvidiaVerifier(NvidiaVerifierConfig(clock=clock))
     if settings.tdx_collateral is not None or settings.tdx_pccs_url:
         fetcher = httpx_fetcher(httpx.Client()) if settings.tdx_pccs_url else None
         verifiers[Tee.TDX] = TdxVerifier(

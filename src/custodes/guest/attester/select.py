@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 SELECTABLE = ("tdx", "snp", "tpm", "sample")
 TCTI_ENV = "CUSTODES_TPM_TCTI"
+EVENTLOG_ENV = "CUSTODES_TPM_EVENTLOG"
 TPM_DEVICE = Path("/dev/tpmrm0")
 DEFAULT_TCTI = f"device:{TPM_DEVICE}"
 
@@ -45,6 +46,8 @@ class Platform:
     sev_guest_platform: Path = Path("/sys/devices/platform/sev-guest")
     tpm_devices: tuple[Path, ...] = (TPM_DEVICE, Path("/dev/tpm0"))
     ccel: Path = Path("/sys/firmware/acpi/tables/data/CCEL")
+    # The firmware's TCG2 event log of the TPM (needs securityfs mounted).
+    tpm_eventlog: Path = Path("/sys/kernel/security/tpm0/binary_bios_measurements")
 
 
 def tsm_provider(platform: Platform, *, configfs: ConfigFs | None = None) -> str | None:
@@ -91,6 +94,17 @@ def default_tcti(platform: Platform | None = None, environ: Mapping[str, str] | 
     return f"device:{platform.tpm_devices[0]}" if platform.tpm_devices else DEFAULT_TCTI
 
 
+def tpm_eventlog(tcti: str, platform: Platform) -> Path | None:
+    """The firmware event log to send with a TPM quote: ``$CUSTODES_TPM_EVENTLOG`` when set,
+    else the securityfs log when the TPM is this machine's device. Not for a TPM reached over
+    a socket (a test's swtpm): the machine's firmware log does not replay to its PCRs."""
+    configured = os.environ.get(EVENTLOG_ENV)
+    if configured:
+        return Path(configured)
+    on_device = tcti.startswith("device:")
+    return platform.tpm_eventlog if on_device and platform.tpm_eventlog.exists() else None
+
+
 def select_attester(
     name: str | None,
     *,
@@ -125,5 +139,29 @@ def select_attester(
     if chosen == Tee.TPM:
         from custodes.guest.attester.tpm import TpmAttester
 
-        return TpmAttester(tcti or default_tcti(platform))
+        chosen_tcti = tcti or default_tcti(platform)
+        return TpmAttester(chosen_tcti, eventlog=tpm_eventlog(chosen_tcti, platform))
     raise ConfigError(f"unknown attester {chosen!r} (choose from: {', '.join(SELECTABLE)})")
+
+
+GPU_MODES = ("auto", "on", "off")
+
+
+def select_device_attesters(
+    mode: str = "auto", *, nvidia_device: Path | None = None
+) -> list[Attester]:
+    """The device attesters whose evidence goes with the CPU's (``additional_evidence``).
+
+    ``auto``: the GPUs when the NVIDIA driver is present (``/dev/nvidiactl``); ``on``: always
+    (an error without GPUs in CC mode); ``off``: none. A GPU that is present is attested, not
+    skipped: without the ``custodes[gpu]`` extra that is an error naming the extra.
+    """
+    from custodes.guest.attester.nvidia import NVIDIA_DEVICE, NvidiaAttester, gpu_present
+
+    if mode not in GPU_MODES:
+        raise ConfigError(f"unknown GPU mode {mode!r} (choose from: {', '.join(GPU_MODES)})")
+    if mode == "off":
+        return []
+    if mode == "auto" and not gpu_present(nvidia_device or NVIDIA_DEVICE):
+        return []
+    return [NvidiaAttester()]

@@ -17,6 +17,11 @@ Evidence (upstream's format)::
      "tpm_quote": {"signature": b64(TPMT_SIGNATURE), "message": b64(TPMS_ATTEST),
                    "pcrs": [hex(SHA-256 bank PCR i) for i in 0..23]}}
 
+With ``eventlog`` (a path; :func:`custodes.guest.attester.select.tpm_eventlog` picks the
+firmware's ``binary_bios_measurements`` for the machine's own TPM device) the evidence also
+carries ``"uefi_eventlog": b64(the TCG2 firmware event log)``, read after the quote; the custodes
+verifier replays it against the quoted PCRs (upstream's ignores the member).
+
 Binding: by default ``extraData`` is laid out as upstream's guest does, the first 32 bytes of
 the binding digest (the whole digest for SHA-256); a digest shorter than 32 bytes is refused
 rather than padded. With ``exact_nonce=True`` the whole digest (at most 64 bytes) is quoted;
@@ -29,12 +34,14 @@ extended before (on some firmware/bootloaders it is), or the verifier will refus
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, ClassVar
 
 from cryptography.hazmat.primitives import serialization
@@ -49,8 +56,15 @@ try:
         ESAPI,
         ESYS_TR,
         TPM2_ALG,
+        TPM2_CAP,
         TPM2_ECC,
+        TPM2_PT_NV,
+        TPM2_SE,
         TPM2B_DATA,
+        TPM2B_DIGEST,
+        TPM2B_ENCRYPTED_SECRET,
+        TPM2B_ID_OBJECT,
+        TPM2B_NONCE,
         TPM2B_PUBLIC,
         TPMA_OBJECT,
         TPML_DIGEST_VALUES,
@@ -58,8 +72,13 @@ try:
         TPMS_ATTEST,
         TPMT_HA,
         TPMT_SIG_SCHEME,
+        TPMT_SYM_DEF,
         TPMU_HA,
         TSS2_Exception,
+    )
+    from tpm2_pytss.utils import (  # type: ignore[import-untyped]
+        NoSuchIndex,
+        create_ek_template,
     )
 except ImportError as e:  # pragma: no cover - exercised in the fresh-virtualenv wheel test
     raise ConfigError(
@@ -79,6 +98,8 @@ _DIGEST_SIZE = 32
 _QUOTE_ATTEMPTS = 3
 _AK_ATTRIBUTES = "fixedtpm|fixedparent|sensitivedataorigin|userwithauth|restricted|sign"
 _REQUIRED_AK_ATTRIBUTES = ("FIXEDTPM", "RESTRICTED", "SIGN_ENCRYPT")
+_DEFAULT_NV_BUFFER = 512  # read NV in chunks of this size when the TPM does not say
+_DER_LONG_LENGTH_2 = 0x82  # a DER SEQUENCE header with a two-byte length
 
 
 class TpmAttesterError(CustodesError):
@@ -98,6 +119,10 @@ _TEMPLATES = {
     AkAlgorithm.RSA: "rsa2048:rsassa-sha256:null",
     AkAlgorithm.ECC: "ecc256:ecdsa-sha256:null",
 }
+
+# The EK of each type: its TCG EK Credential Profile template (L-1, L-2) and certificate index.
+EK_TEMPLATES = {AkAlgorithm.RSA: "EK-RSA2048", AkAlgorithm.ECC: "EK-ECC256"}
+EK_CERT_INDICES = {AkAlgorithm.RSA: 0x01C00002, AkAlgorithm.ECC: 0x01C0000A}
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +197,7 @@ class TpmAttester:
         ak_algorithm: AkAlgorithm = AkAlgorithm.RSA,
         pcr_selection: Iterable[int] = range(PCR_COUNT),
         exact_nonce: bool = False,
+        eventlog: Path | None = None,
     ) -> None:
         selection = tuple(sorted(set(pcr_selection)))
         if not selection:
@@ -183,6 +209,7 @@ class TpmAttester:
         self._ak_algorithm = AkAlgorithm(ak_algorithm)
         self._selection = selection
         self._exact_nonce = exact_nonce
+        self._eventlog = eventlog
         self._lock = threading.Lock()
         self._ak: _AkInfo | None = None
         self._ak_context: Any = None  # TPMS_CONTEXT of the created primary AK
@@ -208,7 +235,7 @@ class TpmAttester:
             else:
                 raise TpmAttesterError("PCRs kept changing while quoting")
             signature_bytes = bytes(signature.marshal())
-        return {
+        evidence: dict[str, Json] = {
             "ak_public": b64std_encode(info.spki_der),
             "tpm_quote": {
                 "signature": b64std_encode(signature_bytes),
@@ -216,6 +243,13 @@ class TpmAttester:
                 "pcrs": [pcr.hex() for pcr in pcrs],
             },
         }
+        if self._eventlog is not None:
+            # Read after the quote: the firmware log is complete once boot services exited.
+            try:
+                evidence["uefi_eventlog"] = b64std_encode(self._eventlog.read_bytes())
+            except OSError as e:
+                raise TpmAttesterError(f"cannot read the event log {self._eventlog}: {e}") from e
+        return evidence
 
     def ak_public_der(self) -> bytes:
         """The AK's DER SubjectPublicKeyInfo (what the ``trusted_aks`` reference value lists)."""
@@ -252,6 +286,63 @@ class TpmAttester:
         if len(init_data_digest) != _DIGEST_SIZE:
             raise ValueError('the tpm TEE binds only sha256 init-data (algorithm = "sha256")')
         self.extend_pcr_digest(INIT_DATA_PCR, init_data_digest)
+
+    # --- AK enrolment (custodes.guest.tpm_enrol) -----------------------------------------
+
+    def ek_certificate(self, ek: AkAlgorithm = AkAlgorithm.RSA) -> bytes:
+        """The DER EK certificate the manufacturer stored in NV (index 0x01c00002 for the RSA
+        EK, 0x01c0000a for the ECC one), without the zero padding some TPMs store after it."""
+        index = EK_CERT_INDICES[AkAlgorithm(ek)]
+        with self._lock, self._esapi() as ectx:
+            try:
+                data = _nv_read(ectx, index)
+            except NoSuchIndex as e:
+                raise TpmAttesterError(
+                    f"this TPM has no {ek} EK certificate (NV index {index:#010x})"
+                ) from e
+        return _der_prefix(data)
+
+    def ak_public_area(self) -> bytes:
+        """The AK's marshalled TPMT_PUBLIC, which its Name is the digest of."""
+        with self._lock, self._esapi() as ectx, self._loaded_ak(ectx) as (ak, _):
+            public, _, _ = ectx.read_public(ak)
+            return bytes(public.publicArea.marshal())
+
+    def activate_credential(
+        self, credential_blob: bytes, encrypted_secret: bytes, ek: AkAlgorithm = AkAlgorithm.RSA
+    ) -> bytes:
+        """TPM2_ActivateCredential with this AK and the EK of type ``ek``: the secret of a
+        credential made for the AK's Name under the EK (both arguments marshalled TPM2Bs).
+
+        The EK's authorisation is the endorsement hierarchy's, through a policy session with
+        PolicySecret(TPM_RH_ENDORSEMENT), as the EK templates' policy demands.
+        """
+        blob = _unmarshal_exact(TPM2B_ID_OBJECT, credential_blob, "credential blob")
+        secret = _unmarshal_exact(TPM2B_ENCRYPTED_SECRET, encrypted_secret, "encrypted secret")
+        with (
+            self._lock,
+            self._esapi() as ectx,
+            self._loaded_ak(ectx) as (ak, _),
+            _loaded_ek(ectx, AkAlgorithm(ek)) as ek_handle,
+        ):
+            session = ectx.start_auth_session(
+                ESYS_TR.NONE,
+                ESYS_TR.NONE,
+                TPM2_SE.POLICY,
+                TPMT_SYM_DEF(algorithm=TPM2_ALG.NULL),
+                TPM2_ALG.SHA256,
+            )
+            try:
+                ectx.policy_secret(
+                    ESYS_TR.ENDORSEMENT, session, TPM2B_NONCE(), TPM2B_DIGEST(), TPM2B_NONCE(), 0
+                )
+                recovered = ectx.activate_credential(
+                    ak, ek_handle, blob, secret, session1=ESYS_TR.PASSWORD, session2=session
+                )
+            finally:
+                with contextlib.suppress(TSS2_Exception):  # already gone if the command failed
+                    ectx.flush_context(session)
+        return bytes(recovered)
 
     # --- internals -------------------------------------------------------------------------
 
@@ -345,3 +436,60 @@ def _sha256_indices(selection: Any) -> list[int]:
             8 * j + i for j, octet in enumerate(bitmap) for i in range(8) if octet >> i & 1
         )
     return indices
+
+
+def _unmarshal_exact(cls: Any, data: bytes, what: str) -> Any:
+    try:
+        value, used = cls.unmarshal(data)
+    except (TSS2_Exception, ValueError, TypeError) as e:
+        raise TpmAttesterError(f"the broker's {what} is not a marshalled TPM2B") from e
+    if used != len(data):
+        raise TpmAttesterError(f"the broker's {what} has {len(data) - used} trailing bytes")
+    return value
+
+
+def _nv_buffer_max(ectx: Any) -> int:
+    _, data = ectx.get_capability(TPM2_CAP.TPM_PROPERTIES, TPM2_PT_NV.BUFFER_MAX, 1)
+    for prop in data.data.tpmProperties:
+        if prop.property == TPM2_PT_NV.BUFFER_MAX and prop.value:
+            return int(prop.value)
+    return _DEFAULT_NV_BUFFER
+
+
+def _nv_read(ectx: Any, index: int) -> bytes:
+    """The whole content of NV index ``index``; :class:`NoSuchIndex` if it is not defined
+    (the form tpm2-pytss's ``create_ek_template`` expects of its callback)."""
+    try:
+        handle = ectx.tr_from_tpmpublic(index)
+    except TSS2_Exception as e:
+        raise NoSuchIndex(index) from e
+    public, _ = ectx.nv_read_public(handle)
+    size = int(public.nvPublic.dataSize)
+    chunk = _nv_buffer_max(ectx)
+    data = b"".join(
+        bytes(ectx.nv_read(handle, min(chunk, size - offset), offset))
+        for offset in range(0, size, chunk)
+    )
+    ectx.tr_close(handle)
+    return data
+
+
+def _der_prefix(data: bytes) -> bytes:
+    """A DER certificate stored in a larger NV area: the bytes its own header says it has."""
+    if len(data) >= 4 and data[0] == 0x30 and data[1] == _DER_LONG_LENGTH_2:
+        end = 4 + int.from_bytes(data[2:4], "big")
+        if end <= len(data):
+            return data[:end]
+    return data
+
+
+@contextmanager
+def _loaded_ek(ectx: Any, ek: AkAlgorithm) -> Iterator[Any]:
+    """The EK of type ``ek``, created as a primary key from its TCG template (the template
+    and nonce the manufacturer stored in NV, if any), flushed on exit."""
+    _, template = create_ek_template(EK_TEMPLATES[ek], lambda index: _nv_read(ectx, index))
+    handle, _, _, _, _ = ectx.create_primary(None, template, ESYS_TR.ENDORSEMENT)
+    try:
+        yield handle
+    finally:
+        ectx.flush_context(handle)

@@ -1,6 +1,7 @@
 """The Rego policies custodes ships, read from package data.
 
 * ``default_cpu``: the attestation policy for CPU-class evidence (stored as ``default_cpu``).
+* ``default_gpu``: the attestation policy for GPU-class evidence (stored as ``default_gpu``).
 * ``resource_policy``: the resource policy (release only to all-affirming appraisals).
 """
 
@@ -11,7 +12,7 @@ from typing import Final
 
 from custodes.errors import NotFound
 
-DEFAULT_POLICY_NAMES: Final = ("default_cpu", "resource_policy")
+DEFAULT_POLICY_NAMES: Final = ("default_cpu", "default_gpu", "resource_policy")
 
 
 def default_policy(name: str) -> str:

@@ -14,6 +14,7 @@ from custodes.errors import (
     CollateralError,
     MalformedEvidence,
     SignatureInvalid,
+    VerificationError,
 )
 
 
@@ -60,3 +61,10 @@ class UserDataMismatch(BindingMismatch):
     the binding digest."""
 
     code = "az-hcl-user-data"
+
+
+class EventLogReplayMismatch(VerificationError):
+    """Step 6b: the evidence's event log (``cc_eventlog``: AA event-log entries, TCG format)
+    does not replay to the quoted PCRs, or extends a PCR the quote does not cover."""
+
+    code = "az-vtpm-eventlog-replay"

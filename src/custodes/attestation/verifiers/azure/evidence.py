@@ -25,6 +25,12 @@ means version 0, 1 and 2 are versions 1 and 2, anything else is
 Strict otherwise: exactly 24 PCRs of 32 bytes (the Azure guest always quotes all 24), integers
 0..255 in byte arrays (JSON ``true`` is not a byte), one PEM certificate for a v0 VCEK, and
 sizes bounded before decoding.
+
+Versions 1 and 2 may also carry ``"cc_eventlog"``: padded standard base64 of a TCG2
+crypto-agile event log holding the AA event-log (AAEL) entries the guest extended into vTPM
+PCRs (guest-components #1605, trustee #1565). It is optional (absent or ``null``: none) and is
+replayed against the quoted PCRs by the vTPM step 6b (``eventlog.py``). Version 0 evidence has
+no such member.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ MAX_TD_QUOTE: Final = 96 * 1024  # a quote (~5 KB) in a buffer; tdx/quote.py bou
 MAX_CERT: Final = 16 * 1024
 MAX_TPM_MESSAGE: Final = 4096
 MAX_TPM_SIGNATURE: Final = 512  # RSA-4096
+MAX_EVENTLOG: Final = 512 * 1024
 
 _PEM = re.compile(r"-----BEGIN CERTIFICATE-----\s*([A-Za-z0-9+/=\s]+?)\s*-----END CERTIFICATE-----")
 
@@ -145,6 +152,19 @@ def _as_object(evidence: object, what: str) -> Mapping[str, object]:
     return evidence
 
 
+def _eventlog(obj: Mapping[str, object]) -> bytes | None:
+    """The optional ``cc_eventlog`` of version 1 and 2 evidence (padded standard base64)."""
+    value = obj.get("cc_eventlog")
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > (MAX_EVENTLOG + 2) // 3 * 4:
+        raise MalformedEvidence(f"cc_eventlog is not base64 of at most {MAX_EVENTLOG} bytes")
+    try:
+        return b64std_decode(value)
+    except ValueError as e:
+        raise MalformedEvidence("cc_eventlog is not padded standard base64") from e
+
+
 def _version(obj: Mapping[str, object]) -> int:
     if "version" not in obj:
         return 0
@@ -222,6 +242,7 @@ class AzSnpEvidence:
     tpm_quote: VtpmQuote
     hcl_report: bytes
     vcek: bytes
+    cc_eventlog: bytes | None = None
 
     @classmethod
     def from_json(cls, evidence: object) -> AzSnpEvidence:
@@ -239,6 +260,7 @@ class AzSnpEvidence:
             tpm_quote=VtpmQuote.from_json(_field(obj, "tpm_quote", "evidence"), version=version),
             hcl_report=_b64url(_field(obj, "hcl_report", "evidence"), "hcl_report", MAX_HCL_REPORT),
             vcek=_b64url(_field(obj, "vcek", "evidence"), "vcek", MAX_CERT),
+            cc_eventlog=_eventlog(obj),
         )
 
     def to_json(self) -> JsonObject:
@@ -256,6 +278,7 @@ class AzSnpEvidence:
             "tpm_quote": self.tpm_quote.to_json(version=self.version),
             "hcl_report": b64url_encode_padded(self.hcl_report),
             "vcek": b64url_encode_padded(self.vcek),
+            **_eventlog_json(self.cc_eventlog),
         }
 
 
@@ -267,6 +290,7 @@ class AzTdxEvidence:
     tpm_quote: VtpmQuote
     hcl_report: bytes
     td_quote: bytes
+    cc_eventlog: bytes | None = None
 
     @classmethod
     def from_json(cls, evidence: object) -> AzTdxEvidence:
@@ -286,6 +310,7 @@ class AzTdxEvidence:
             tpm_quote=quote,
             hcl_report=_b64url(hcl, "hcl_report", MAX_HCL_REPORT),
             td_quote=_b64url(td, "td_quote", MAX_TD_QUOTE),
+            cc_eventlog=_eventlog(obj),
         )
 
     def to_json(self) -> JsonObject:
@@ -301,4 +326,9 @@ class AzTdxEvidence:
             "tpm_quote": self.tpm_quote.to_json(version=self.version),
             "hcl_report": b64url_encode_padded(self.hcl_report),
             "td_quote": b64url_encode_padded(self.td_quote),
+            **_eventlog_json(self.cc_eventlog),
         }
+
+
+def _eventlog_json(log: bytes | None) -> JsonObject:
+    return {} if log is None else {"cc_eventlog": base64.b64encode(log).decode("ascii")}

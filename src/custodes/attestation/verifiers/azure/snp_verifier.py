@@ -20,7 +20,8 @@ signs the vTPM quote; the quote carries the session's binding digest and the PCR
    pinned roots is accepted here.
 3. **HCL binding**: REPORT_DATA[0:32] == SHA-256(var_data) -> :class:`.errors.HclBindingMismatch`.
 4. - 7. **vTPM quote** (``vtpm.py``): AK signature, ``extraData`` == binding digest exactly (and
-   the v2 ``user-data``), PCR digest, init-data in PCR 8.
+   the v2 ``user-data``), PCR digest, the event log (``cc_eventlog``) replayed to the PCRs
+   when sent, init-data in PCR 8.
 8. **Claims** with upstream's names and upstream's **string** values (``parse_tee_evidence_az``:
    ``"3"``, ``"true"``): ``policy_abi_major``, ``policy_abi_minor``, ``policy_smt_allowed``,
    ``policy_migrate_ma``, ``policy_debug_allowed``, ``policy_single_socket``,
@@ -39,8 +40,6 @@ the AK's RSA key per JWK (``hcl.py``). Reports, runtime data and quotes are neve
 from __future__ import annotations
 
 import hmac
-import threading
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Final
@@ -51,6 +50,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from custodes._internal.b64 import b64std_encode
+from custodes._internal.bounded_cache import BoundedCache
 from custodes.attestation.verifiers.azure.config import AzureVerifierConfig
 from custodes.attestation.verifiers.azure.errors import HclReportInvalid
 from custodes.attestation.verifiers.azure.evidence import AzSnpEvidence
@@ -166,8 +166,9 @@ class AzSnpVtpmVerifier:
         # VerifiedVek that the chain cache returns for the same DER (the entry holds it, so its
         # id cannot be reused while the entry lives). The chain check, with its validity
         # windows against the clock, still runs on every call.
-        self._infos: OrderedDict[int, tuple[VerifiedVek, VekInfo]] = OrderedDict()
-        self._infos_lock = threading.Lock()
+        self._infos: BoundedCache[int, tuple[VerifiedVek, VekInfo]] = BoundedCache(
+            MAX_CACHED_VEK_INFOS
+        )
 
     def verify(self, request: VerificationRequest) -> list[VerifiedClaims]:
         if request.tee is not Tee.AZ_SNP_VTPM:
@@ -183,6 +184,7 @@ class AzSnpVtpmVerifier:
             attest=parsed.attest,
             report_data=request.report_data,
             init_data_digest=request.init_data_digest,
+            eventlog=parsed.evidence.cc_eventlog,
         )
         return [VerifiedClaims(TeeClass.CPU, az_snp_claims(report) | vtpm)]  # (8)
 
@@ -213,15 +215,11 @@ class AzSnpVtpmVerifier:
         _check_signature(report, vek)  # (2f)
 
     def _vek_info(self, vek: VerifiedVek) -> VekInfo:
-        with self._infos_lock:
-            cached = self._infos.get(id(vek))
+        cached = self._infos.get(id(vek))
         if cached is not None and cached[0] is vek:
             return cached[1]
         info = VekInfo.from_certificate(vek.certificate)
-        with self._infos_lock:
-            self._infos[id(vek)] = (vek, info)
-            while len(self._infos) > MAX_CACHED_VEK_INFOS:
-                self._infos.popitem(last=False)
+        self._infos.put(id(vek), (vek, info))
         return info
 
     def _generation(self, report: SnpReport, vcek_der: bytes) -> Generation:

@@ -19,7 +19,8 @@ quote; the quote carries the session's binding digest and the PCRs.
    that was quoted (same REPORTDATA, TEE TCB info and TD info), so the HCL report is not a
    splice of two reports.
 4. - 7. **vTPM quote** (``vtpm.py``): AK signature, ``extraData`` == binding digest exactly (and
-   the v2 ``user-data``), PCR digest, init-data in PCR 8 (MRCONFIGID is not used on Azure).
+   the v2 ``user-data``), PCR digest, the event log (``cc_eventlog``) replayed to the PCRs
+   when sent, init-data in PCR 8 (MRCONFIGID is not used on Azure).
 8. **Claims**: the TD quote's claims, then ``tpm``, ``report_data`` (hex of the quote nonce) and
    ``init_data`` (hex of PCR 8) from the vTPM, as upstream.
 
@@ -115,6 +116,7 @@ def verify_after_td_quote(
         attest=parsed.attest,
         report_data=request.report_data,
         init_data_digest=request.init_data_digest,
+        eventlog=parsed.evidence.cc_eventlog,
     )
     return td_claims | vtpm  # (8)
 

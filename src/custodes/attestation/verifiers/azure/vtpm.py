@@ -11,12 +11,15 @@
 6. The quote selects SHA-256 PCRs only and its PCR digest is SHA-256 of the selected PCR values
    (``tpm.errors.PcrSelectionUnsupported`` / ``PcrDigestMismatch``, the ``tpm`` verifier's
    check). Azure's guest quotes all 24 PCRs, so this is upstream's digest over all of them.
+   6b. With an event log (``cc_eventlog``, evidence versions 1 and 2): it replays to the quoted
+   PCRs (``eventlog.py``; :class:`.errors.EventLogReplayMismatch`, ``MalformedEvidence``).
 7. Init-data, when a digest is given: PCR 8 == SHA-256(32 zero bytes || digest), with a 32-byte
    (sha256) digest only (:class:`~custodes.errors.InitDataMismatch`; the ``tpm`` verifier's
    check; upstream panics on other sizes).
 
 Claims (upstream's ``extend_claim``): ``tpm`` = ``{"pcr00": hex, ...}`` for the quoted PCRs,
-``report_data`` = hex of ``extraData``, ``init_data`` = hex of PCR 8 (when quoted).
+``report_data`` = hex of ``extraData``, ``init_data`` = hex of PCR 8 (when quoted), and with
+an event log ``uefi_event_logs`` (its entries, AAEL ones decoded, as the TDX claims name them).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from custodes.attestation.verifiers.azure.errors import (
     QuoteSignatureInvalid,
     UserDataMismatch,
 )
+from custodes.attestation.verifiers.azure.eventlog import replay_eventlog
 from custodes.attestation.verifiers.azure.evidence import VtpmQuote
 from custodes.attestation.verifiers.azure.hcl import RuntimeData
 from custodes.attestation.verifiers.tpm.structures import TpmsAttest, TpmsQuoteInfo
@@ -103,6 +107,7 @@ def verify_vtpm(
     attest: TpmsAttest,
     report_data: bytes,
     init_data_digest: bytes | None,
+    eventlog: bytes | None = None,
 ) -> JsonObject:
     """Steps 4 to 7 in order; returns the vTPM claims. ``runtime`` must already be bound to
     a verified hardware report (steps 2 and 3)."""
@@ -111,5 +116,9 @@ def verify_vtpm(
     if version >= USER_DATA_VERSION:
         check_user_data(runtime, report_data)
     selected = check_pcrs(info, quote.pcrs)  # (6)
+    log = replay_eventlog(eventlog, quote.pcrs, selected) if eventlog is not None else None  # (6b)
     check_init_data(init_data_digest, quote.pcrs, selected)  # (7)
-    return vtpm_claims(quote, attest, selected)
+    claims = vtpm_claims(quote, attest, selected)
+    if log is not None:
+        claims["uefi_event_logs"] = log.to_json()
+    return claims

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import ObjectIdentifier
 
+from custodes._internal.bounded_cache import BoundedCache
 from custodes.attestation.verifiers.snp.errors import VekChainInvalid, VekExtensionInvalid
 from custodes.attestation.verifiers.snp.report import SigningKey
 from custodes.attestation.verifiers.snp.tcb import Generation
@@ -59,6 +60,7 @@ ARK_SHA256: Final[Mapping[Generation, str]] = MappingProxyType(
 )
 
 _MAX_CACHED_VEKS: Final = 1024
+_VekKey = tuple[Generation, SigningKey, bytes]
 
 
 def load_der_certificate(der: bytes, what: str) -> x509.Certificate:
@@ -239,7 +241,8 @@ class ChainVerifier:
         self._roots_ok: set[Generation] = set()
         self._ark_der = {g: r.ark.public_bytes(Encoding.DER) for g, r in self._roots.items()}
         self._intermediates_ok: set[tuple[Generation, bytes]] = set()
-        self._veks: dict[tuple[Generation, SigningKey, bytes], VerifiedVek] = {}
+        # Shared by the worker threads that verify concurrently: bounded and locked.
+        self._veks: BoundedCache[_VekKey, VerifiedVek] = BoundedCache(_MAX_CACHED_VEKS)
 
     def generations_for(self, vek_der: bytes, kind: SigningKey) -> list[Generation]:
         """Generations whose ASK/ASVK name issued this VEK: for reports without CPUID."""
@@ -286,9 +289,7 @@ class ChainVerifier:
         )
         _check_windows(windows, now)
         verified = VerifiedVek(generation, kind, vek, public_key, windows)
-        if len(self._veks) >= _MAX_CACHED_VEKS:
-            self._veks.pop(next(iter(self._veks)))
-        self._veks[key] = verified
+        self._veks.put(key, verified)
         return verified
 
     def _check_roots(self, roots: AmdRoots) -> None:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
+from custodes._internal.bounded_cache import BoundedCache
 from custodes.attestation.verifiers.snp.certs import load_der_certificate
 from custodes.attestation.verifiers.snp.errors import VekChainInvalid, VekUnavailable
 from custodes.attestation.verifiers.snp.tcb import Generation, TcbVersion
@@ -51,10 +52,16 @@ def store_paths(
 ) -> list[Path]:
     """The files the offline store is searched for, in order."""
     folder = store_dir / "vcek" / hwid_hex(generation, chip_id)
+    return [folder / f"{tcb_file_prefix(tcb)}_vcek.der", folder / "vcek.der"]
+
+
+def tcb_file_prefix(tcb: TcbVersion) -> str:
+    """``bl<BL>_tee<TEE>_snp<SNP>_ucode<UCODE>[_fmc<FMC>]``: a VCEK's TCB in the store's names
+    (several VCEKs of one chip, one per firmware level, live side by side)."""
     prefix = f"bl{tcb.bootloader:02d}_tee{tcb.tee:02d}_snp{tcb.snp:02d}_ucode{tcb.microcode:02d}"
     if tcb.fmc is not None:
         prefix += f"_fmc{tcb.fmc:02d}"
-    return [folder / f"{prefix}_vcek.der", folder / "vcek.der"]
+    return prefix
 
 
 class VcekSources:
@@ -66,18 +73,24 @@ class VcekSources:
         self._store_dir = store_dir
         self._fetcher = fetcher
         self._base_url = base_url
-        self._cache: dict[str, bytes] = {}
+        # KDS answers by URL, shared by the worker threads that verify concurrently.
+        self._cache: BoundedCache[str, bytes] = BoundedCache(_MAX_CACHED_URLS)
 
     def find(self, generation: Generation, chip_id: bytes, tcb: TcbVersion) -> tuple[bytes, str]:
         if not any(chip_id):
             # MASK_CHIP_ID: the chip cannot be named, so neither store nor KDS can serve it.
             raise VekUnavailable("CHIP_ID is masked; the evidence must carry the VCEK")
+        store_miss = ""
         if self._store_dir is not None:
-            for path in store_paths(self._store_dir, generation, chip_id, tcb):
+            paths = store_paths(self._store_dir, generation, chip_id, tcb)
+            for path in paths:
                 data = _read_bounded(path)
                 if data is not None:
                     logger.debug("SNP VCEK from the offline store: %s", path)
                     return data, f"store:{path}"
+            # The store may hold this chip's VCEKs for other TCBs (one per firmware level):
+            # name the one the report needs, so the operator can add it.
+            store_miss = f"; the offline store has neither {paths[0]} nor {paths[1].name}"
         if self._fetcher is not None:
             url = kds_vcek_url(generation, chip_id, tcb, self._base_url)
             cached = self._cache.get(url)
@@ -94,12 +107,13 @@ class VcekSources:
                 load_der_certificate(data, "VCEK")
             except VekChainInvalid as e:
                 raise VekUnavailable("AMD KDS answered something that is not a VCEK") from e
-            if len(self._cache) >= _MAX_CACHED_URLS:
-                self._cache.pop(next(iter(self._cache)))
-            self._cache[url] = data
+            self._cache.put(url, data)
             logger.debug("SNP VCEK fetched from %s", url)
             return data, url
-        raise VekUnavailable("no VCEK in the evidence, the offline store, or from AMD KDS")
+        raise VekUnavailable(
+            "no VCEK in the evidence, the offline store, or from AMD KDS for chip "
+            f"{hwid_hex(generation, chip_id)[:16]}… at TCB {tcb_file_prefix(tcb)}{store_miss}"
+        )
 
 
 def _read_bounded(path: Path) -> bytes | None:

@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from custodes._internal.bounded_cache import BoundedCache
 from custodes._internal.clock import Clock, SystemClock
 from custodes.attestation.verifiers.base import TeeClass, VerificationRequest, VerifiedClaims
 from custodes.attestation.verifiers.snp.certs import (
@@ -111,7 +112,10 @@ class SnpVerifier:
         self._sources = VcekSources(
             self._config.vcek_store_dir, self._config.kds_fetcher, self._config.kds_base_url
         )
-        self._infos: dict[int, tuple[VerifiedVek, VekInfo]] = {}
+        # Shared by the worker threads that verify concurrently: bounded and locked.
+        self._infos: BoundedCache[int, tuple[VerifiedVek, VekInfo]] = BoundedCache(
+            _MAX_CACHED_INFOS
+        )
 
     def verify(self, request: VerificationRequest) -> list[VerifiedClaims]:
         if request.tee is not Tee.SNP:
@@ -184,9 +188,7 @@ class SnpVerifier:
             info = cached[1]
         else:
             info = VekInfo.from_certificate(vek.certificate)
-            if len(self._infos) >= _MAX_CACHED_INFOS:
-                self._infos.pop(next(iter(self._infos)))
-            self._infos[id(vek)] = (vek, info)
+            self._infos.put(id(vek), (vek, info))
         if vek.kind is SigningKey.VCEK:
             _check_hwid(info, report, vek.generation)
         check_tcb(info, report, vek.generation)

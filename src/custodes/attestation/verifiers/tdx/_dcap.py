@@ -46,10 +46,22 @@ class PckInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class CurrentTcb:
+    """The TD's *current* platform TCB level, which dcap-qvl evaluates from TEE_TCB_SVN2 of a
+    TDX 1.5 quote: after a TD-preserving update of the TDX module it differs from the level
+    the TD launched at (``QvlResult.status``). DCAP 1.27 reports it as ``*_current``."""
+
+    status: str
+    date: str | None  # RFC 3339, as in TCB info
+    advisory_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class QvlResult:
     status: str  # dcap-qvl's combined TCB status (Intel's names: "UpToDate", …)
     advisory_ids: tuple[str, ...]
     claims: JsonObject  # dcap-qvl's claims JSON (TCB level, PCK fields, collateral dates)
+    current: CurrentTcb | None = None  # TDX 1.5 quotes only
 
 
 class PckInfoCache:
@@ -158,11 +170,33 @@ def verify(
         raise classify_failure(str(e)) from e
     parsed = json.loads(claims.to_json())
     tcb = parsed.get("tcb") or {}
+    platform = parsed.get("platform")
     return QvlResult(
         status=str(tcb.get("status", "")),
         advisory_ids=tuple(str(a) for a in tcb.get("advisory_ids") or ()),
         claims=parsed,
+        current=current_tcb(
+            platform.get("current_tcb_level") if isinstance(platform, dict) else None
+        ),
     )
+
+
+def current_tcb(level: object) -> CurrentTcb | None:
+    """dcap-qvl's ``platform.current_tcb_level`` (a TCB info level: ``tcbStatus``, ``tcbDate``,
+    ``advisoryIDs``), or ``None`` when it has none (a TDX 1.0 quote). A level of another shape
+    is refused rather than half read."""
+    if level is None:
+        return None
+    status = level.get("tcbStatus") if isinstance(level, dict) else None
+    if not isinstance(level, dict) or not isinstance(status, str):
+        raise VerificationError("DCAP verification gave a current TCB level without a status")
+    date = level.get("tcbDate")
+    advisories = level.get("advisoryIDs") or []
+    if not (date is None or isinstance(date, str)) or not (
+        isinstance(advisories, list) and all(isinstance(a, str) for a in advisories)
+    ):
+        raise VerificationError("DCAP verification gave a malformed current TCB level")
+    return CurrentTcb(status=status, date=date, advisory_ids=tuple(advisories))
 
 
 # dcap-qvl message fragments -> error class, most specific first.

@@ -16,7 +16,16 @@ names and types: ``tcb_status``, ``advisory_ids``, ``collateral_expiration_statu
 ``earliest_issue_date``, ``latest_issue_date``, ``earliest_expiration_date`` (RFC 3339),
 ``pck_crl_num``, ``root_ca_crl_num``, ``tcb_eval_num``, ``platform_provider_id`` (the PPID, as
 upstream), ``sgx_type``, ``is_dynamic_platform`` / ``is_cached_keys`` / ``is_smt_enabled``
-(scalable platforms only) and ``root_key_id``. Not produced: QVL 1.5's ``*_current`` fields.
+(scalable platforms only) and ``root_key_id``.
+
+DCAP 1.27's "TD preserving" claims (upstream ``78c530b9`` / ``d6a4f5e4``, trustee #1546):
+``tcb_status_current``, ``tcb_date_current`` and ``advisory_ids_current`` report the TD's
+current TCB level where ``tcb_status``, ``tcb_date`` and ``advisory_ids`` report the level it
+launched at; they differ only after a TD-preserving update of the TDX module. dcap-qvl 0.7.0
+evaluates that level from TEE_TCB_SVN2, which only TDX 1.5 quotes (v5, body type 3) carry, so
+the three claims are present for those quotes and absent otherwise, as upstream leaves them out
+when QVL does not provide them. The current level is the platform's TCB level alone (dcap-qvl
+does not combine it with the QE identity's status, as it does for ``tcb_status``).
 """
 
 from __future__ import annotations
@@ -47,13 +56,21 @@ def parsed_claims(
     return claims
 
 
-def tcb_claims(result: QvlResult, tcb_status: str) -> JsonObject:
-    """Supplemental claims from dcap-qvl's verified claims; fields it lacks are left out."""
+def tcb_claims(
+    result: QvlResult, tcb_status: str, tcb_status_current: str | None = None
+) -> JsonObject:
+    """Supplemental claims from dcap-qvl's verified claims; fields it lacks are left out.
+    ``tcb_status_current`` is the checked status of ``result.current`` (TDX 1.5 quotes)."""
     claims: JsonObject = {
         "tcb_status": tcb_status,
         "advisory_ids": list(result.advisory_ids),
         "collateral_expiration_status": "0",
     }
+    if result.current is not None and tcb_status_current is not None:
+        claims["tcb_status_current"] = tcb_status_current
+        claims["advisory_ids_current"] = list(result.current.advisory_ids)
+        if result.current.date is not None:
+            claims["tcb_date_current"] = result.current.date
     qvl = result.claims
     platform = _obj(qvl.get("platform"))
     pck = _obj(platform.get("pck"))

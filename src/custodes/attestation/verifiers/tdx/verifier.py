@@ -16,7 +16,8 @@
    ``ConfigurationAndSWHardeningNeeded``, ``OutOfDate``, ``OutOfDateConfigurationNeeded``,
    ``TDRelaunchAdvised`` and ``TDRelaunchAdvisedConfigurationNeeded`` are reported as
    ``tcb_status`` with ``advisory_ids`` and the policy decides (the default policy wants
-   ``UpToDate``); any other status is a :class:`~custodes.errors.TcbError`.
+   ``UpToDate``); any other status is a :class:`~custodes.errors.TcbError`. The same rules
+   apply to the TD's current TCB level of a TDX 1.5 quote (``tcb_status_current``).
 4. **Report data**: REPORTDATA must equal the binding digest followed by zeros up to 64 bytes.
    A digest longer than 64 bytes (or empty) is a :class:`~custodes.errors.BindingMismatch`;
    nothing is ever truncated.
@@ -145,8 +146,9 @@ class TdxVerifier:
             now=int(now),
             root_ca_der=self._root_ca_der,
         )
-        # 3. TCB status.
+        # 3. TCB status: at launch, and now (after a TD-preserving update; TDX 1.5 quotes).
         status = tcb_status(result.status)
+        current = tcb_status(result.current.status) if result.current is not None else None
         # 4. Report data.
         check_report_data(quote, request.report_data)
         # 5. Init-data.
@@ -158,7 +160,7 @@ class TdxVerifier:
             eventlog = CcEventLog.from_bytes(evidence.cc_eventlog)
             check_rtmrs(quote, eventlog)
         # 7. Claims.
-        claims = parsed_claims(quote, eventlog, pck) | tcb_claims(result, status)
+        claims = parsed_claims(quote, eventlog, pck) | tcb_claims(result, status, current)
         return [VerifiedClaims(tee_class=TeeClass.CPU, claims=claims)]
 
 

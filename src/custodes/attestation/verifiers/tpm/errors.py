@@ -38,3 +38,37 @@ class PcrDigestMismatch(VerificationError):
     """Step 6: the quoted PCR digest is not the digest of the PCR values in the evidence."""
 
     code = "tpm-pcr-digest-mismatch"
+
+
+# --- AK enrolment by credential activation (see custodes.attestation.tpm_enrol) -------------
+
+
+class EnrolmentRefused(VerificationError):
+    """An AK enrolment step failed: the TPM, its EK or its AK did not prove what it must."""
+
+    code = "tpm-enrolment"
+
+
+class EkCertificateInvalid(EnrolmentRefused):
+    """The EK certificate does not parse, is not valid now, is not an EK certificate this broker
+    can encrypt to, or was not issued by a CA of the configured bundle."""
+
+    code = "tpm-ek-certificate"
+
+
+class EkNotAllowed(EnrolmentRefused):
+    """The EK is genuine but the tenant has not approved it (``tpm_allowed_eks``)."""
+
+    code = "tpm-ek-not-allowed"
+
+
+class AkUnfit(EnrolmentRefused):
+    """The AK's public area is not that of a TPM-resident restricted signing key."""
+
+    code = "tpm-ak-unfit"
+
+
+class ActivationFailed(EnrolmentRefused):
+    """The credential was not activated: unknown, expired or used challenge, or wrong secret."""
+
+    code = "tpm-activation-failed"

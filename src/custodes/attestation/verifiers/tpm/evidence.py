@@ -8,6 +8,9 @@
                    "pcrs":      ["<64 hex digits: SHA-256 bank PCR i>", ... 24 entries]}}
 
 Unknown keys are ignored, as upstream's serde does (older guests also sent ``report_data``).
+custodes guests may add ``"uefi_eventlog": "<std base64 of the TCG2 firmware event log>"``
+(``/sys/kernel/security/tpm0/binary_bios_measurements``); it is optional, so evidence without it
+is upstream's, and upstream's verifier ignores it.
 Everything else is strict: padded canonical base64, exactly 24 PCRs of exactly 32 bytes.
 """
 
@@ -25,6 +28,7 @@ from custodes.errors import MalformedEvidence
 from custodes.types.json import JsonObject
 
 PCR_COUNT = 24
+EVENTLOG_KEY: Final = "uefi_eventlog"
 PCR_SIZE = 32
 _PCR_HEX = re.compile(r"[0-9a-fA-F]{64}")
 _PCR_BANK: Final = struct.Struct(f"{PCR_SIZE}s" * PCR_COUNT)  # 24 PCR values back to back
@@ -113,6 +117,7 @@ class TpmEvidence:
 
     ak_public: bytes
     quote: TpmQuote
+    eventlog: bytes | None = None  # the UEFI (TCG2) event log, when the guest sent one
 
     @classmethod
     def from_json(cls, value: object) -> TpmEvidence:
@@ -134,11 +139,12 @@ class TpmEvidence:
                 message=_b64(quote, "message", "tpm_quote"),
                 pcrs=_pcrs(_field(quote, "pcrs", "tpm_quote")),
             ),
+            eventlog=_b64(value, EVENTLOG_KEY, "evidence") if EVENTLOG_KEY in value else None,
         )
 
     def to_json(self) -> JsonObject:
         """The wire JSON (lower-case hex PCRs), the inverse of :meth:`from_json`."""
-        return {
+        out: JsonObject = {
             "ak_public": b64std_encode(self.ak_public),
             "tpm_quote": {
                 "signature": b64std_encode(self.quote.signature),
@@ -146,3 +152,6 @@ class TpmEvidence:
                 "pcrs": [pcr.hex() for pcr in self.quote.pcrs],
             },
         }
+        if self.eventlog is not None:
+            out[EVENTLOG_KEY] = b64std_encode(self.eventlog)
+        return out

@@ -21,6 +21,12 @@ Checklist (each step raises its own error):
    must be quoted, and PCR 8 must equal SHA-256(32 zero bytes || digest), i.e. one extend of a
    fresh PCR (:class:`~custodes.errors.InitDataMismatch`). Upstream slices the digest and
    panics on other sizes; custodes refuses them.
+7b. Measured boot, when the evidence carries ``uefi_eventlog``: the TCG2 firmware event log
+   replays to the quoted SHA-256 PCRs it extends (every one of them quoted) and its
+   self-describing events match their digests
+   (:mod:`custodes.attestation.eventlog.measured_boot`: ``ReplayMismatch``,
+   ``EventDataMismatch``); its claims are ``measured_boot`` (firmware, Secure Boot, boot
+   applications, kernel, initrd, kernel command line).
 8. Claims, with upstream's names: ``pcr00``..``pcr23`` (hex), ``ak_public`` (the standard
    base64 DER SPKI, as sent), ``report_data`` (hex of ``extraData``), ``init_data`` (hex of
    PCR 8). Unlike upstream, only the PCRs the quote selects are reported (the others are not
@@ -63,6 +69,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 
 from custodes._internal.b64 import b64std_encode
+from custodes.attestation.eventlog.measured_boot import MeasuredBoot
 from custodes.attestation.verifiers.base import TeeClass, VerificationRequest, VerifiedClaims
 from custodes.attestation.verifiers.tpm.errors import (
     AkPublicKeyInvalid,
@@ -252,5 +259,14 @@ class TpmVerifier:
         selected = check_pcrs(quote, evidence.quote.pcrs)
         # 7. init-data in PCR 8
         check_init_data(request.init_data_digest, evidence.quote.pcrs, selected)
+        # 7b. measured boot (the firmware event log), when sent
+        boot = (
+            None
+            if evidence.eventlog is None
+            else MeasuredBoot.verify(evidence.eventlog, evidence.quote.pcrs, selected)
+        )
         # 8. claims
-        return [VerifiedClaims(TeeClass.CPU, build_claims(evidence, attest, selected))]
+        claims = build_claims(evidence, attest, selected)
+        if boot is not None:
+            claims["measured_boot"] = boot.claims()
+        return [VerifiedClaims(TeeClass.CPU, claims)]
