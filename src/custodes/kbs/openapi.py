@@ -1,194 +1,73 @@
 """The OpenAPI 3.1 document of the whole broker API, served at ``/kbs/v0/openapi.json``.
 
-Written by hand because the routes dispatch on raw path segments (see ``app.py``); a test
-checks that every route of the app appears here and that every documented operation exists.
+Generated: every operation comes from the route declarations (:class:`ApiRoute` in
+``kbs/routes/``) that the dispatcher serves, so the document and the routes cannot drift
+apart; only the request and response types (``components.schemas``) are written here.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from collections.abc import Iterable
+from typing import Any, Final
 
 from custodes import __version__
+from custodes.kbs.http import ApiRoute, Schema
 from custodes.types.tee import Tee
 
-_ERR = {"$ref": "#/components/responses/Error"}
-_ADMIN: list[dict[str, list[str]]] = [{"adminJwt": []}]
-_OPERATOR: list[dict[str, list[str]]] = [{"operatorJwt": []}]
-_TENANT_PARAM = {
-    "name": "tenant",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string", "pattern": "^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"},
-}
-_SEGMENT = {"type": "string", "pattern": "^[A-Za-z0-9_-][A-Za-z0-9_.-]*$", "maxLength": 128}
-# The stores' id rules (policy.store, rvps.messages); a path that breaks them is a 400.
-_POLICY_ID_PARAM = {
-    "name": "policy_id",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"},
-}
-_PATH_PARAMS = [
-    {"name": n, "in": "path", "required": True, "schema": _SEGMENT} for n in ("repo", "type", "tag")
-]
+_ERR: Final = {"$ref": "#/components/responses/Error"}
+_TENANT_ID: Final = {"type": "string", "pattern": "^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"}
+_PARAM: Final = re.compile(r"\{([A-Za-z_]+)(?::path)?\}")
 
 
-def _errors(*statuses: int) -> dict[str, Any]:
-    return {str(s): _ERR for s in statuses}
+def _schema(ref: str | Schema) -> Schema:
+    return {"$ref": f"#/components/schemas/{ref}"} if isinstance(ref, str) else ref
 
 
-def _ok(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
-    if schema is None:
-        return {"description": description}
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
+def operation(route: ApiRoute) -> dict[str, Any]:
+    """The OpenAPI operation object of one route."""
+    op: dict[str, Any] = {"summary": route.summary}
+    if route.security:
+        op["security"] = [{scheme: []} for scheme in route.security]
+    parameters: list[dict[str, Any]] = [
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": route.params.get(name, {"type": "string"}),
+        }
+        for name in _PARAM.findall(route.path)
+    ]
+    parameters += [
+        {"name": name, "in": "query", "required": False, "schema": schema}
+        for name, schema in route.query.items()
+    ]
+    parameters += [
+        {"name": name, "in": "cookie", "required": True, "schema": {"type": "string"}}
+        for name in route.cookies
+    ]
+    if parameters:
+        op["parameters"] = parameters
+    if route.body is not None:
+        op["requestBody"] = {
+            "required": True,
+            "content": {route.body_media: {"schema": _schema(route.body)}},
+        }
+    ok: dict[str, Any] = {"description": route.response_description}
+    if route.response is not None:
+        ok["content"] = {route.response_media: {"schema": _schema(route.response)}}
+    op["responses"] = {"200": ok, **{str(status): _ERR for status in route.errors}}
+    return op
 
 
-def _json_body(ref: str) -> dict[str, Any]:
-    return {
-        "required": True,
-        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}},
-    }
+def paths_of(routes: Iterable[ApiRoute]) -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    for route in routes:
+        paths.setdefault(route.openapi_path, {})[route.method.lower()] = operation(route)
+    return paths
 
 
-def _policy_paths(name: str, with_id: bool) -> dict[str, Any]:
-    upload = "AttestationPolicyUpload" if with_id else "ResourcePolicyUpload"
-    return {
-        f"/kbs/v0/{name}": {
-            "post": {
-                "summary": f"Set the {name.replace('-', ' ')} (admin)",
-                "security": _ADMIN,
-                "requestBody": _json_body(upload),
-                "responses": {"200": _ok("stored"), **_errors(400, 401, 413)},
-            },
-            "get": {
-                "summary": f"List {name.replace('-', ' ')} ids (admin)",
-                "security": _ADMIN,
-                "responses": {
-                    "200": _ok("policy ids", {"type": "array", "items": {"type": "string"}}),
-                    **_errors(401),
-                },
-            },
-        },
-        f"/kbs/v0/{name}/{{policy_id}}/versions": {
-            "get": {
-                "summary": f"Versions of a {name.replace('-', ' ')} (admin or auditor)",
-                "security": _ADMIN,
-                "parameters": [_POLICY_ID_PARAM],
-                "responses": {
-                    "200": _ok("[{version, active}]", {"type": "array"}),
-                    **_errors(400, 401, 404),
-                },
-            }
-        },
-        f"/kbs/v0/{name}/{{policy_id}}/activate": {
-            "post": {
-                "summary": f"Activate a stored version (rollback) of a {name.replace('-', ' ')}",
-                "security": _ADMIN,
-                "parameters": [_POLICY_ID_PARAM],
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "required": ["version"],
-                                "properties": {"version": {"type": "integer", "minimum": 1}},
-                            }
-                        }
-                    },
-                },
-                "responses": {"200": _ok("activated"), **_errors(400, 401, 404)},
-            }
-        },
-        f"/kbs/v0/{name}/{{policy_id}}": {
-            "get": {
-                "summary": f"Read one {name.replace('-', ' ')} (admin)",
-                "security": _ADMIN,
-                "parameters": [_POLICY_ID_PARAM],
-                "responses": {
-                    "200": _ok("the policy", {"$ref": "#/components/schemas/StoredPolicy"}),
-                    **_errors(400, 401, 404),
-                },
-            }
-        },
-    }
-
-
-def _tpm_enrolment_paths() -> dict[str, Any]:
-    """AK enrolment by credential activation (custodes extension, docs/api.md)."""
-
-    def body(required: dict[str, Any]) -> dict[str, Any]:
-        schema = {"type": "object", "required": list(required), "properties": required}
-        return {"required": True, "content": {"application/json": {"schema": schema}}}
-
-    b64 = {"type": "string", "description": "padded standard base64"}
-    return {
-        "/kbs/v0/tpm/enrol": {
-            "post": {
-                "summary": "Start enrolling a TPM attestation key: a credential for its EK",
-                "requestBody": body(
-                    {
-                        "ek_certificate": {**b64, "description": "EK certificate, DER"},
-                        "ak_public": {**b64, "description": "the AK's marshalled TPMT_PUBLIC"},
-                    }
-                ),
-                "responses": {
-                    "200": _ok(
-                        "the credential for TPM2_ActivateCredential",
-                        {
-                            "type": "object",
-                            "required": [
-                                "id",
-                                "credential_blob",
-                                "encrypted_secret",
-                                "expires_in",
-                            ],
-                            "properties": {
-                                "id": {"type": "string"},
-                                "credential_blob": {**b64, "description": "TPM2B_ID_OBJECT"},
-                                "encrypted_secret": {
-                                    **b64,
-                                    "description": "TPM2B_ENCRYPTED_SECRET",
-                                },
-                                "expires_in": {"type": "integer"},
-                            },
-                        },
-                    ),
-                    **_errors(400, 401, 404, 413),
-                },
-            }
-        },
-        "/kbs/v0/tpm/enrol/activate": {
-            "post": {
-                "summary": "Finish enrolling: the secret the TPM recovered; the AK is trusted",
-                "requestBody": body(
-                    {
-                        "id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
-                        "secret": {**b64, "description": "32 bytes"},
-                    }
-                ),
-                "responses": {
-                    "200": _ok(
-                        "enrolled",
-                        {
-                            "type": "object",
-                            "required": ["ak_public", "ek_fingerprint", "reference_value", "added"],
-                            "properties": {
-                                "ak_public": b64,
-                                "ek_fingerprint": {"type": "string"},
-                                "reference_value": {"type": "string"},
-                                "added": {"type": "boolean"},
-                            },
-                        },
-                    ),
-                    **_errors(400, 401, 404, 413),
-                },
-            }
-        },
-    }
-
-
-def openapi_document() -> dict[str, Any]:
+def openapi_document(routes: Iterable[ApiRoute]) -> dict[str, Any]:
     jwk_ec = {
         "type": "object",
         "required": ["kty", "crv", "alg", "x", "y"],
@@ -335,7 +214,7 @@ def openapi_document() -> dict[str, Any]:
             "type": "object",
             "required": ["id", "identities"],
             "properties": {
-                "id": _TENANT_PARAM["schema"],
+                "id": _TENANT_ID,
                 "identities": {"type": "array", "items": {"$ref": "#/components/schemas/Identity"}},
             },
         },
@@ -349,268 +228,6 @@ def openapi_document() -> dict[str, Any]:
             },
         },
     }
-    paths: dict[str, Any] = {
-        "/kbs/v0/auth": {
-            "post": {
-                "summary": "Start the RCAR handshake",
-                "requestBody": _json_body("Request"),
-                "responses": {
-                    "200": _ok(
-                        "challenge; sets cookie kbs-session-id",
-                        {"$ref": "#/components/schemas/Challenge"},
-                    ),
-                    **_errors(400, 413),
-                },
-            }
-        },
-        "/kbs/v0/attest": {
-            "post": {
-                "summary": "Send evidence for the session's challenge; returns an EAR token",
-                "parameters": [
-                    {
-                        "name": "kbs-session-id",
-                        "in": "cookie",
-                        "required": True,
-                        "schema": {"type": "string"},
-                    }
-                ],
-                "requestBody": _json_body("Attestation"),
-                "responses": {
-                    "200": _ok("token", {"$ref": "#/components/schemas/AttestationResult"}),
-                    **_errors(400, 401, 413),
-                },
-            }
-        },
-        "/kbs/v0/resource": {
-            "get": {
-                "summary": "List stored resource paths (admin)",
-                "security": _ADMIN,
-                "responses": {
-                    "200": _ok("paths", {"type": "array", "items": {"type": "string"}}),
-                    **_errors(401),
-                },
-            }
-        },
-        "/kbs/v0/resource/{repo}/{type}/{tag}": {
-            "parameters": _PATH_PARAMS,
-            "get": {
-                "summary": "Fetch a resource, encrypted to the attested TEE key",
-                "security": [{"sessionCookie": []}, {"earToken": []}],
-                "responses": {
-                    "200": _ok("JWE", {"$ref": "#/components/schemas/Jwe"}),
-                    **_errors(401, 404),
-                },
-            },
-            "post": {
-                "summary": "Store a resource (admin)",
-                "security": _ADMIN,
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/octet-stream": {"schema": {}}},
-                },
-                "responses": {"200": _ok("stored"), **_errors(401, 404, 413)},
-            },
-            "delete": {
-                "summary": "Delete a resource (admin)",
-                "security": _ADMIN,
-                "responses": {"200": _ok("deleted"), **_errors(401, 404)},
-            },
-        },
-        "/kbs/v0/resource-info/{repo}/{type}/{tag}": {
-            "parameters": _PATH_PARAMS,
-            "get": {
-                "summary": "Size and update time of a resource, never its content (admin)",
-                "security": _ADMIN,
-                "responses": {
-                    "200": _ok("info", {"$ref": "#/components/schemas/ResourceInfo"}),
-                    **_errors(401, 404),
-                },
-            },
-        },
-        **_policy_paths("attestation-policy", with_id=True),
-        **_policy_paths("resource-policy", with_id=False),
-        "/kbs/v0/reference-value": {
-            "post": {
-                "summary": "Register reference values (admin)",
-                "security": _ADMIN,
-                "requestBody": _json_body("RvpsMessage"),
-                "responses": {"200": _ok("registered"), **_errors(400, 401, 413)},
-            },
-            "get": {
-                "summary": "List reference-value ids (admin)",
-                "security": _ADMIN,
-                "responses": {
-                    "200": _ok("ids", {"type": "array", "items": {"type": "string"}}),
-                    **_errors(401),
-                },
-            },
-        },
-        "/kbs/v0/reference-value/{id}": {
-            "get": {
-                "summary": "Read one reference value with its expiration (admin)",
-                "security": _ADMIN,
-                "parameters": [
-                    {
-                        "name": "id",
-                        "in": "path",
-                        "required": True,
-                        # rvps.messages' id rule, less '/' (a single segment here); an id
-                        # holding '..' is refused with a 400.
-                        "schema": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,256}$"},
-                    }
-                ],
-                "responses": {
-                    "200": _ok("value", {"$ref": "#/components/schemas/StoredReferenceValue"}),
-                    **_errors(400, 401, 404),
-                },
-            }
-        },
-        **_tpm_enrolment_paths(),
-        "/kbs/v0/denials/{correlation_id}": {
-            "get": {
-                "summary": "Why a guest was refused, by its correlation id (admin or auditor)",
-                "security": _ADMIN,
-                "parameters": [
-                    {
-                        "name": "correlation_id",
-                        "in": "path",
-                        "required": True,
-                        "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
-                    }
-                ],
-                "responses": {"200": _ok("the denial and its attestation"), **_errors(401, 404)},
-            }
-        },
-        "/kbs/v0/audit": {
-            "get": {
-                "summary": "The tenant's audit stream, JSON Lines (admin or auditor)",
-                "security": _ADMIN,
-                "parameters": [
-                    {
-                        "name": "since",
-                        "in": "query",
-                        "required": False,
-                        "schema": {"type": "integer", "minimum": 0},
-                    }
-                ],
-                "responses": {
-                    "200": {
-                        "description": "JSON Lines",
-                        "content": {"application/jsonl": {"schema": {"type": "string"}}},
-                    },
-                    **_errors(400, 401),
-                },
-            }
-        },
-        "/kbs/v0/audit/public-key": {
-            "get": {
-                "summary": "The audit signing key, PEM (admin or auditor)",
-                "security": _ADMIN,
-                "responses": {
-                    "200": {
-                        "description": "PEM",
-                        "content": {"application/x-pem-file": {"schema": {"type": "string"}}},
-                    },
-                    **_errors(401),
-                },
-            }
-        },
-        "/kbs/v0/identities": {
-            "get": {
-                "summary": "List this tenant's identities (admin, auditor; not the default tenant)",
-                "security": _ADMIN,
-                "responses": {
-                    "200": _ok("subjects and roles", {"type": "array"}),
-                    **_errors(401, 404),
-                },
-            },
-            "post": {
-                "summary": "Add an identity to this tenant (admin)",
-                "security": _ADMIN,
-                "requestBody": _json_body("Identity"),
-                "responses": {"200": _ok("added"), **_errors(400, 401, 403, 404, 409)},
-            },
-        },
-        "/kbs/v0/identities/{subject}": {
-            "delete": {
-                "summary": "Remove an identity from this tenant (admin; never the last admin)",
-                "security": _ADMIN,
-                "parameters": [
-                    {
-                        "name": "subject",
-                        "in": "path",
-                        "required": True,
-                        # custodes._internal.admin_claims.SUBJECT_RE
-                        "schema": {
-                            "type": "string",
-                            "pattern": "^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$",
-                        },
-                    }
-                ],
-                "responses": {"200": _ok("removed"), **_errors(400, 401, 403, 404, 409)},
-            }
-        },
-        "/operator/v0/tenants": {
-            "get": {
-                "summary": "List tenants (operator)",
-                "security": _OPERATOR,
-                "responses": {
-                    "200": _ok("tenant ids", {"type": "array", "items": {"type": "string"}}),
-                    **_errors(401),
-                },
-            },
-            "post": {
-                "summary": "Create a tenant with its first identities (operator)",
-                "security": _OPERATOR,
-                "requestBody": _json_body("NewTenant"),
-                "responses": {"200": _ok("created"), **_errors(400, 401)},
-            },
-        },
-        "/operator/v0/tenants/{tenant}": {
-            "get": {
-                "summary": "A tenant's status (operator)",
-                "security": _OPERATOR,
-                "parameters": [_TENANT_PARAM],
-                "responses": {"200": _ok("status"), **_errors(401, 404)},
-            }
-        },
-        "/operator/v0/tenants/{tenant}/suspend": {
-            "post": {
-                "summary": "Suspend a tenant: every request to it is refused (operator)",
-                "security": _OPERATOR,
-                "parameters": [_TENANT_PARAM],
-                "responses": {"200": _ok("suspended"), **_errors(401, 404)},
-            }
-        },
-        "/operator/v0/tenants/{tenant}/resume": {
-            "post": {
-                "summary": "Resume a suspended tenant (operator)",
-                "security": _OPERATOR,
-                "parameters": [_TENANT_PARAM],
-                "responses": {"200": _ok("active"), **_errors(401, 404)},
-            }
-        },
-        "/kbs/v0/openapi.json": {
-            "get": {"summary": "This document", "responses": {"200": _ok("OpenAPI 3.1")}}
-        },
-        "/healthz": {
-            "get": {
-                "summary": "Liveness and store check",
-                "responses": {"200": _ok("ok"), **_errors(500)},
-            }
-        },
-        "/metrics": {
-            "get": {
-                "summary": "Prometheus metrics",
-                "responses": {
-                    "200": {
-                        "description": "text exposition format",
-                        "content": {"text/plain": {"schema": {"type": "string"}}},
-                    }
-                },
-            }
-        },
-    }
     return {
         "openapi": "3.1.0",
         "info": {
@@ -621,7 +238,7 @@ def openapi_document() -> dict[str, Any]:
             ),
             "version": __version__,
         },
-        "paths": paths,
+        "paths": paths_of(routes),
         "components": {
             "schemas": schemas,
             "responses": {

@@ -1,0 +1,152 @@
+"""The release of a resource to an attested guest (``GET /resource/<repo>/<type>/<tag>``).
+
+:class:`Release` owns every step after the HTTP request is read: the attestation token (the
+session's, else the bearer token) and its tenant, the resource policy's decision, the
+explanation of a denial (for the tenant's admins, by correlation id; never for the guest), the
+release audit entry and the JWE to the TEE key the token carries.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Final
+
+from custodes.errors import NotFound, PolicyDenied, PolicyError, SessionError, TokenError
+from custodes.kbs import errors as kerr
+from custodes.kbs.broker import RESOURCE_POLICY_ID, Broker, TenantServices
+from custodes.kbs.lanes import Lanes
+from custodes.kbs.tenants import DEFAULT_TENANT, TENANT_CLAIM
+from custodes.policy.budget import evaluate_within_budget, explain_within_budget
+from custodes.protocol.appraisal import appraisal_summary
+from custodes.protocol.jwe import encrypt
+from custodes.protocol.resource import ResourcePath
+from custodes.protocol.tee_key import TeePublicKey
+from custodes.types.json import Json, JsonObject
+
+TEE_PUBKEY_PATH: Final = (
+    "submods",
+    "cpu0",
+    "ear.veraison.annotated-evidence",
+    "runtime_data_claims",
+    "tee-pubkey",
+)
+
+
+def bearer_token(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header (``None`` without one)."""
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise TokenError("Authorization header is not 'Bearer <token>'")
+    return token.strip()
+
+
+def _dig(obj: Json, path: tuple[str, ...]) -> Json:
+    for key in path:
+        if not isinstance(obj, dict) or key not in obj:
+            return None
+        obj = obj[key]
+    return obj
+
+
+class Release:
+    """Releases of one tenant's resources."""
+
+    def __init__(self, broker: Broker, services: TenantServices, lanes: Lanes) -> None:
+        self._broker = broker
+        self._t = services
+        self._lanes = lanes
+
+    async def release(
+        self,
+        path: ResourcePath,
+        segments: list[str],
+        query: dict[str, str],
+        *,
+        session_id: str | None,
+        authorization: str | None,
+    ) -> JsonObject:
+        """The resource at ``path`` as a JWE to the token's TEE key, if the policy allows."""
+        broker, t = self._broker, self._t
+        token = await self._token(session_id, authorization)
+        claims = broker.ear_verifier.verify(token)
+        if claims.get(TENANT_CLAIM, DEFAULT_TENANT) != t.tenant:
+            raise TokenError("the token was issued for another tenant")
+        policy_version, policy = await self._lanes.store(
+            lambda: t.resource_policies.active(RESOURCE_POLICY_ID)
+        )
+        if policy is None:
+            raise PolicyError("no resource policy is set")
+        data: JsonObject = {"plugin": "resource", "resource-path": segments, "query": query}
+        budget = self._lanes.pools.policy_seconds
+        decision = await self._lanes.policy(
+            lambda: evaluate_within_budget(
+                policy, "data.policy.allow", input=claims, data=data, seconds=budget
+            )
+        )
+        record: JsonObject = {
+            "resource": str(path),
+            "token_id": claims.get("jti"),
+            "policy_id": RESOURCE_POLICY_ID,
+            "policy_version": policy_version,
+        }
+        if decision is not True:
+            broker.metrics.releases.labels("denied").inc()
+            correlation_id = uuid.uuid4().hex
+            failed = await self._lanes.policy(
+                lambda: explain_within_budget(
+                    policy, "allow", input=claims, data=data, seconds=budget
+                )
+            )
+            await self._audit(
+                "denial",
+                {
+                    **record,
+                    "correlation_id": correlation_id,
+                    "appraisal": appraisal_summary(claims),
+                    "failed": failed,
+                },
+            )
+            # The reason goes to the tenant's admins (by correlation id), never to the guest.
+            raise PolicyDenied(
+                f"access to {path} denied by policy (correlation id {correlation_id}; "
+                "the workload admin can look up why)"
+            )
+        try:
+            secret = await self._lanes.store(lambda: t.resources.get(path))
+        except NotFound:
+            broker.metrics.releases.labels("missing").inc()
+            raise
+        key = TeePublicKey.from_jwk(
+            _dig(claims, TEE_PUBKEY_PATH),
+            allow_rsa1_5=broker.config.attestation.unsafe_allow_rsa1_5,
+        )
+        jwe = encrypt(secret.reveal(), key)
+        broker.metrics.releases.labels("released").inc()
+        await self._audit("release", record)
+        return jwe
+
+    async def _token(self, session_id: str | None, authorization: str | None) -> str:
+        """The attested session's token, else the bearer token."""
+        if session_id:
+            sessions = self._t.sessions
+            try:
+                session = await self._lanes.store(lambda: sessions.get(session_id))
+            except SessionError:
+                session = None
+            if session is not None and session.token is not None:
+                return session.token
+        token = bearer_token(authorization)
+        if token is None:
+            raise kerr.TokenNotFound(
+                "no attestation token: send the kbs-session-id cookie of an attested session "
+                "or 'Authorization: Bearer <EAR token>'"
+            )
+        return token
+
+    async def _audit(self, kind: str, event: JsonObject) -> None:
+        log = self._broker.audit
+        if log is not None:
+            tenant = self._t.tenant
+            await self._lanes.audit(lambda: log.append(tenant, kind, None, event))
