@@ -489,6 +489,7 @@ def _explain_denial(body: JsonObject) -> str:
         f"denied: {denial['resource']} at {body['time']}",
         f"resource policy {denial['policy_id']} version {denial['policy_version']}",
         f"appraisal: {denial['appraisal']}",
+        *([f"error: {denial['error']}"] if denial.get("error") else []),
         *_render_failed(denial.get("failed", []), "  "),
     ]
     attestation = body.get("attestation")

@@ -16,7 +16,11 @@ from custodes.kbs import errors as kerr
 from custodes.kbs.broker import RESOURCE_POLICY_ID, Broker, TenantServices
 from custodes.kbs.lanes import Lanes
 from custodes.kbs.tenants import DEFAULT_TENANT, TENANT_CLAIM
-from custodes.policy.budget import evaluate_within_budget, explain_within_budget
+from custodes.policy.budget import (
+    PolicyBudgetExceeded,
+    evaluate_within_budget,
+    explain_within_budget,
+)
 from custodes.protocol.appraisal import appraisal_summary
 from custodes.protocol.jwe import encrypt
 from custodes.protocol.resource import ResourcePath
@@ -79,26 +83,49 @@ class Release:
         if policy is None:
             raise PolicyError("no resource policy is set")
         data: JsonObject = {"plugin": "resource", "resource-path": segments, "query": query}
-        budget = self._lanes.pools.policy_seconds
-        decision = await self._lanes.policy(
-            lambda: evaluate_within_budget(
-                policy, "data.policy.allow", input=claims, data=data, seconds=budget
-            )
-        )
         record: JsonObject = {
             "resource": str(path),
             "token_id": claims.get("jti"),
             "policy_id": RESOURCE_POLICY_ID,
             "policy_version": policy_version,
         }
+        budget = self._lanes.pools.policy_seconds
+        try:
+            decision = await self._lanes.policy(
+                lambda: evaluate_within_budget(
+                    policy, "data.policy.allow", input=claims, data=data, seconds=budget
+                )
+            )
+        except PolicyBudgetExceeded as exc:
+            # The tenant's admins must learn that their policy is at fault: a denial entry
+            # they can look up by the correlation id the guest is given.
+            broker.metrics.releases.labels("denied").inc()
+            correlation_id = uuid.uuid4().hex
+            await self._audit(
+                "denial",
+                {
+                    **record,
+                    "correlation_id": correlation_id,
+                    "appraisal": appraisal_summary(claims),
+                    "failed": [],
+                    "error": str(exc),
+                },
+            )
+            raise PolicyBudgetExceeded(
+                f"the resource policy exceeded its evaluation budget of {budget:g} s "
+                f"(correlation id {correlation_id}; the workload admin must fix the policy)"
+            ) from None
         if decision is not True:
             broker.metrics.releases.labels("denied").inc()
             correlation_id = uuid.uuid4().hex
-            failed = await self._lanes.policy(
-                lambda: explain_within_budget(
-                    policy, "allow", input=claims, data=data, seconds=budget
+            try:
+                failed = await self._lanes.policy(
+                    lambda: explain_within_budget(
+                        policy, "allow", input=claims, data=data, seconds=budget
+                    )
                 )
-            )
+            except PolicyBudgetExceeded:
+                failed = []  # an explanation never turns a decision into an error
             await self._audit(
                 "denial",
                 {

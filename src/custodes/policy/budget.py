@@ -7,29 +7,36 @@ most ``seconds`` for the answer; when the budget is spent the process is killed 
 way to stop regorus mid-evaluation), a fresh one takes its place on the next call, and the
 caller gets :class:`PolicyBudgetExceeded`.
 
-Worker processes are started with ``spawn`` (never ``fork``: the broker has threads), on first
-need, at most :data:`MAX_WORKERS` at a time; an idle one is reused. A worker keeps the engine's
+Worker processes are fresh interpreters (never ``fork``: the broker has threads), started on
+first need, at most :data:`MAX_WORKERS` at a time; an idle one is reused. Requests and answers
+are JSON, as the policy's input and data are. A worker keeps the engine's
 per-thread parse cache, so a policy is parsed once per worker, not per call. The cost per call
-is one round trip over a pipe with the pickled input (measured: about 0.1 ms for an EAR's
-claims on the CI machine), against about 20 s of a frozen broker without it.
+is one round trip over a pipe with the input as JSON (see ``docs/benchmarks.md`` for the
+figure), against a broker frozen for as long as the policy computes without it.
 """
 
 from __future__ import annotations
 
+import atexit
 import functools
-import multiprocessing
+import json
+import os
+import select
+import subprocess
+import sys
 import threading
-from collections.abc import Callable, Mapping
-from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
+import time
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Final
 
-from custodes.errors import CustodesError, PolicyError
+import custodes
+from custodes.errors import PolicyError
+from custodes.policy.engine import UNDEFINED
 from custodes.types.json import Json
 
 DEFAULT_SECONDS: Final = 2.0
 MAX_WORKERS: Final = 8
-_UNDEFINED_MARK: Final = "\x00custodes:undefined"
 _START_SECONDS: Final = 30.0
 
 
@@ -37,60 +44,73 @@ class PolicyBudgetExceeded(PolicyError):
     code = "policy-budget-exceeded"
 
 
-def _serve(conn: Connection) -> None:
-    """The worker process: evaluate requests until the pipe closes."""
-    from custodes.policy.engine import UNDEFINED, RegoEngine
-    from custodes.policy.explain import explain
-
-    conn.send(("ready",))
-    while True:
-        try:
-            op, policy, query, input_, data, rv = conn.recv()
-        except EOFError:
-            return
-        try:
-            builtins = {"query_reference_value": (1, _lookup(rv))} if rv is not None else {}
-            result: object
-            if op == "explain":
-                failed = explain(policy, [query], input=input_, data=data, builtins=builtins)
-                result = [f.to_json() for f in failed]
-            else:
-                value = RegoEngine.evaluate(
-                    policy, query, input=input_, data=data, builtins=builtins
-                )
-                result = _UNDEFINED_MARK if value is UNDEFINED else value
-            conn.send(("ok", result))
-        except CustodesError as e:
-            conn.send(("error", str(e)))
-        except Exception as e:  # a worker answers every request, whatever happened
-            conn.send(("error", f"policy evaluation failed: {type(e).__name__}"))
-
-
-def _lookup(values: Mapping[str, Json]) -> Callable[[Json], Json]:
-    def query_reference_value(name: Json) -> Json:
-        return values.get(name) if isinstance(name, str) else None
-
-    return query_reference_value
-
-
 class _Worker:
+    """One worker process (``python -m custodes.policy.rego_worker``), spoken to over its
+    stdin and stdout: a length-prefixed JSON request, a length-prefixed JSON answer. Not
+    ``multiprocessing``: its ``spawn`` re-imports the parent's ``__main__``, which a broker
+    started from an embedding script or ``python -c`` may not allow."""
+
     def __init__(self) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self.conn, child = ctx.Pipe()
-        self.process: BaseProcess = ctx.Process(
-            target=_serve, args=(child,), daemon=True, name="custodes-rego"
+        package_root = str(Path(custodes.__file__).resolve().parents[1])
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (package_root, env.get("PYTHONPATH", "")) if p
         )
-        self.process.start()
-        child.close()
-        if not self.conn.poll(_START_SECONDS):
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "custodes.policy.rego_worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            close_fds=True,
+        )
+        if self._read(_START_SECONDS) is None:
             self.kill()
             raise PolicyError("the policy worker did not start")
-        self.conn.recv()
+
+    def ask(self, request: Json, seconds: float) -> Json | None:
+        """The answer to ``request``, or ``None`` if none came within ``seconds``."""
+        stdin = self.process.stdin
+        if stdin is None:
+            raise OSError("worker has no stdin")
+        frame = json.dumps(request, separators=(",", ":")).encode()
+        stdin.write(len(frame).to_bytes(4, "big") + frame)
+        stdin.flush()
+        return self._read(seconds)
+
+    def _read(self, seconds: float) -> Json | None:
+        stdout = self.process.stdout
+        if stdout is None:
+            raise OSError("worker has no stdout")
+        deadline = time.monotonic() + seconds
+        header = self._exactly(stdout.fileno(), 4, deadline)
+        if header is None:
+            return None
+        body = self._exactly(stdout.fileno(), int.from_bytes(header, "big"), deadline)
+        if body is None:
+            return None
+        answer: Json = json.loads(body)
+        return answer
+
+    @staticmethod
+    def _exactly(fd: int, size: int, deadline: float) -> bytes | None:
+        chunks: list[bytes] = []
+        while size > 0:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return None
+            chunk = os.read(fd, size)
+            if not chunk:
+                raise EOFError("the policy worker exited")
+            chunks.append(chunk)
+            size -= len(chunk)
+        return b"".join(chunks)
 
     def kill(self) -> None:
         self.process.kill()
-        self.process.join(5)
-        self.conn.close()
+        self.process.wait(5)
+        for pipe in (self.process.stdin, self.process.stdout):
+            if pipe is not None:
+                pipe.close()
 
 
 class BudgetedEvaluator:
@@ -137,11 +157,17 @@ class BudgetedEvaluator:
         seconds: float,
     ) -> object:
         worker = self._take()
+        request: Json = {
+            "op": op,
+            "policy": policy,
+            "query": query,
+            "input": input,
+            "data": data,
+            "reference_values": dict(reference_values) if reference_values is not None else None,
+        }
         try:
-            worker.conn.send((op, policy, query, input, data, reference_values))
-            answered = worker.conn.poll(seconds)
-            reply = worker.conn.recv() if answered else None
-        except (OSError, EOFError) as e:
+            reply = worker.ask(request, seconds)
+        except (OSError, EOFError, ValueError) as e:
             worker.kill()
             self._lost()
             raise PolicyError("the policy worker failed; retry") from e
@@ -153,9 +179,13 @@ class BudgetedEvaluator:
                 "the policy must be changed"
             )
         self._give_back(worker)
-        if reply[0] == "error":
-            raise PolicyError(reply[1])
-        return reply[1]
+        if not isinstance(reply, dict) or not isinstance(reply.get("error", ""), str):
+            raise PolicyError("the policy worker answered an unexpected shape")
+        if "error" in reply:
+            raise PolicyError(str(reply["error"]))
+        if reply.get("undefined") is True:
+            return UNDEFINED
+        return reply.get("value")
 
     def close(self) -> None:
         with self._cond:
@@ -167,8 +197,10 @@ class BudgetedEvaluator:
 
 @functools.cache
 def evaluator() -> BudgetedEvaluator:
-    """The process's evaluator (made on first use)."""
-    return BudgetedEvaluator()
+    """The process's evaluator (made on first use; its workers stop when the process does)."""
+    made = BudgetedEvaluator()
+    atexit.register(made.close)
+    return made
 
 
 def evaluate_within_budget(
@@ -184,8 +216,6 @@ def evaluate_within_budget(
 
     Returns the engine's ``UNDEFINED`` for an undefined value. ``reference_values`` (id ->
     values), if given, answers the policy's ``query_reference_value``."""
-    from custodes.policy.engine import UNDEFINED
-
     value = evaluator().run(
         "evaluate",
         policy,
@@ -195,9 +225,11 @@ def evaluate_within_budget(
         reference_values=reference_values,
         seconds=seconds,
     )
-    if value == _UNDEFINED_MARK:
+    if value is UNDEFINED:
         return UNDEFINED
-    return value
+    if isinstance(value, list | dict | str | int | float | bool) or value is None:
+        return value
+    raise PolicyError("the policy worker answered an unexpected shape")
 
 
 def explain_within_budget(

@@ -1,0 +1,118 @@
+"""Rego evaluation with a time budget (custodes.policy.budget), on real regorus in real
+worker processes: answers as the engine answers, stops a runaway policy at its budget, and
+keeps serving afterwards with the pool never growing past its bound."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from custodes.errors import PolicyError
+from custodes.policy.budget import (
+    BudgetedEvaluator,
+    PolicyBudgetExceeded,
+    evaluate_within_budget,
+    explain_within_budget,
+)
+from custodes.policy.engine import UNDEFINED, RegoEngine
+
+ALLOW_IF_ADMIN = """
+package policy
+
+import rego.v1
+
+default allow := false
+
+allow if {
+    input.role == "admin"
+}
+"""
+
+# 10^10 iterations without allocating: runs for hours unless stopped.
+RUNAWAY = """
+package policy
+
+import rego.v1
+
+default allow := false
+
+allow if {
+    some i in numbers.range(1, 100000)
+    some j in numbers.range(1, 100000)
+    i == j + 1000000
+}
+"""
+
+REFERENCE = """
+package policy
+
+import rego.v1
+
+allow if input.svn in query_reference_value("svn")
+"""
+
+
+@pytest.fixture
+def pool() -> Iterator[BudgetedEvaluator]:
+    evaluator = BudgetedEvaluator(max_workers=2)
+    yield evaluator
+    evaluator.close()
+
+
+def test_answers_as_the_engine_does() -> None:
+    for role in ("admin", "guest"):
+        got = evaluate_within_budget(ALLOW_IF_ADMIN, "data.policy.allow", input={"role": role})
+        assert got == RegoEngine.evaluate(ALLOW_IF_ADMIN, "data.policy.allow", input={"role": role})
+    assert evaluate_within_budget(ALLOW_IF_ADMIN, "data.policy.nothing", input={}) is UNDEFINED
+
+
+def test_reference_values_are_data_in_the_worker() -> None:
+    values = {"svn": ["2", "3"]}
+    run = evaluate_within_budget
+    assert run(REFERENCE, "data.policy.allow", input={"svn": "2"}, reference_values=values)
+    assert run(REFERENCE, "data.policy.allow", input={"svn": "1"}, reference_values=values) in (
+        False,
+        UNDEFINED,
+    )
+
+
+def test_a_broken_policy_is_a_policy_error_not_a_timeout() -> None:
+    with pytest.raises(PolicyError, match="does not compile") as info:
+        evaluate_within_budget("package policy\nallow if {", "data.policy.allow", input={})
+    assert not isinstance(info.value, PolicyBudgetExceeded)
+
+
+def test_explanations_come_back_as_json() -> None:
+    failed = explain_within_budget(ALLOW_IF_ADMIN, "allow", input={"role": "guest"})
+    assert failed and isinstance(failed[0], dict)
+    assert "input.role" in str(failed[0]["condition"])
+
+
+def test_a_runaway_policy_is_stopped_at_its_budget(pool: BudgetedEvaluator) -> None:
+    started = time.monotonic()
+    with pytest.raises(PolicyBudgetExceeded, match=r"budget of 0\.5 s"):
+        pool.run(
+            "evaluate",
+            RUNAWAY,
+            "data.policy.allow",
+            input={},
+            data=None,
+            reference_values=None,
+            seconds=0.5,
+        )
+    assert time.monotonic() - started < 5
+    # The stopped worker was killed and its slot freed: the pool serves again, within bound.
+    for _ in range(4):
+        got = pool.run(
+            "evaluate",
+            ALLOW_IF_ADMIN,
+            "data.policy.allow",
+            input={"role": "admin"},
+            data=None,
+            reference_values=None,
+            seconds=5,
+        )
+        assert got is True
+    assert pool._started <= 2
