@@ -294,7 +294,8 @@ class AttestationService:
             }
         # 8. Sign.
         token, claims = self._signer.sign(compact_for_token(submods))
-        logger.info(
+        # Debug: the audit log records every attestation; info would log each request.
+        logger.debug(
             "attestation of %s evidence: %s (%s)",
             tee,
             status,

@@ -8,6 +8,8 @@ release audit entry and the JWE to the TEE key the token carries.
 
 from __future__ import annotations
 
+import functools
+import json
 import uuid
 from typing import Final
 
@@ -52,6 +54,13 @@ def _dig(obj: Json, path: tuple[str, ...]) -> Json:
             return None
         obj = obj[key]
     return obj
+
+
+@functools.lru_cache(maxsize=1024)
+def _tee_key(jwk: str, allow_rsa1_5: bool) -> TeePublicKey:
+    """The TEE key of a token, parsed and validated once per key (a pod start fetches many
+    resources with one token); a refusal is not cached and is raised again each time."""
+    return TeePublicKey.from_jwk(json.loads(jwk), allow_rsa1_5=allow_rsa1_5)
 
 
 class Release:
@@ -145,9 +154,9 @@ class Release:
         except NotFound:
             broker.metrics.releases.labels("missing").inc()
             raise
-        key = TeePublicKey.from_jwk(
-            _dig(claims, TEE_PUBKEY_PATH),
-            allow_rsa1_5=broker.config.attestation.unsafe_allow_rsa1_5,
+        key = _tee_key(
+            json.dumps(_dig(claims, TEE_PUBKEY_PATH), sort_keys=True),
+            broker.config.attestation.unsafe_allow_rsa1_5,
         )
         jwe = encrypt(secret.reveal(), key)
         broker.metrics.releases.labels("released").inc()

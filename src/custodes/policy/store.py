@@ -11,6 +11,7 @@ are written only when absent, so a policy the admin uploaded survives restarts.
 from __future__ import annotations
 
 import re
+import threading
 from typing import Final
 
 from custodes._internal.clock import Clock
@@ -22,6 +23,8 @@ _POLICY_ID: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 _VERSION_RETRIES: Final = 8
+# Policy texts kept per store, by (id, version): a few ids, each with its active version.
+_TEXT_CACHE: Final = 16
 
 
 def _version_key(policy_id: str, version: int) -> str:
@@ -38,6 +41,8 @@ class PolicyStore:
         self._store = store
         self._ns = namespace
         self._clock = clock
+        self._texts: dict[tuple[str, int], str] = {}
+        self._texts_lock = threading.Lock()
 
     def set(self, policy_id: str, text: str) -> int:
         """Store a new version and activate it; returns its number. ``PolicyError`` for a
@@ -108,7 +113,18 @@ class PolicyStore:
         _check_id(policy_id)
         version = self.active_version(policy_id)
         if version is not None:
-            return version, self.get_version(policy_id, version)
+            # Versions never change: the pointer is the one read a request needs (a change made
+            # by any replica is seen at once); the text is read once per version.
+            key = (policy_id, version)
+            cached = self._texts.get(key)
+            if cached is None:
+                cached = self.get_version(policy_id, version)
+                if cached is not None:
+                    with self._texts_lock:
+                        if len(self._texts) >= _TEXT_CACHE:
+                            self._texts.pop(next(iter(self._texts)))
+                        self._texts[key] = cached
+            return version, cached
         raw = self._store.get(self._ns, policy_id, now=self._clock.now())
         if raw is None:
             return None, None

@@ -92,3 +92,16 @@ def test_namespaces_are_separate(store: Store) -> None:
     clock = FrozenClock(1_000.0)
     PolicyStore(store, NS_RESOURCE_POLICY, clock).set("p", ALLOW)
     assert PolicyStore(store, NS_ATTESTATION_POLICY, clock).get("p") is None
+
+
+def test_a_cached_policy_follows_a_change_made_by_another_replica(store: Store) -> None:
+    clock = FrozenClock(1_000.0)
+    here = PolicyStore(store, NS_RESOURCE_POLICY, clock)
+    there = PolicyStore(store, NS_RESOURCE_POLICY, clock)  # another replica, same store
+    here.set("resource-policy", ALLOW)
+    assert here.active("resource-policy") == (1, ALLOW)
+    assert here.active("resource-policy") == (1, ALLOW)  # now from the cache
+    there.set("resource-policy", DENY)
+    assert here.active("resource-policy") == (2, DENY)
+    there.activate("resource-policy", 1)  # a rollback elsewhere is seen at once too
+    assert here.active("resource-policy") == (1, ALLOW)
