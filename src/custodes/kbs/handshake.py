@@ -108,6 +108,11 @@ class Handshake:
         broker = self._broker
         req = read_request(body, broker.metrics)
         if req.tee not in broker.enabled_tees:
+            if req.tee.device:
+                raise UnsupportedTee(
+                    f"TEE {req.tee} is not supported by this broker as a session's TEE: it is "
+                    "device evidence, sent as additional_evidence next to a CPU TEE's"
+                )
             if req.tee.insecure:
                 raise UnsupportedTee(
                     f"TEE {req.tee} is refused: the sample TEE proves nothing and is accepted "

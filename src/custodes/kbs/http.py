@@ -106,9 +106,11 @@ def _fits(template: tuple[str, ...], segments: list[str]) -> bool:
     return all(t.startswith("{") or t == s for t, s in zip(template, segments, strict=False))
 
 
-def admin(ctx: Ctx, request: HttpRequest, *, write: bool) -> AdminIdentity:
-    """The caller's admin identity; writes need the admin role, reads admit auditors too."""
-    who = ctx.t.admin.authenticate(request.headers.get("authorization"))
+async def admin(ctx: Ctx, request: HttpRequest, *, write: bool) -> AdminIdentity:
+    """The caller's admin identity; writes need the admin role, reads admit auditors too.
+    (Authentication records the token's id against replay: a store write, off the loop.)"""
+    header = request.headers.get("authorization")
+    who = await ctx.lanes.store(lambda: ctx.t.admin.authenticate(header))
     if write and who.role is not Role.ADMIN:
         raise AdminForbidden(
             f"{who.role} {who.subject!r} may not change tenant {ctx.t.tenant} (read-only role)"

@@ -47,7 +47,7 @@ async def _audit(ctx: Ctx, actor: str, event: JsonObject) -> None:
 
 async def put_resource(request: HttpRequest, ctx: Ctx, rest: list[str]) -> Response:
     path = ResourcePath.from_segments(rest)
-    who = admin(ctx, request, write=True)
+    who = await admin(ctx, request, write=True)
     data = await read_body(request, ctx.broker.config.limits.max_resource_bytes)
     await ctx.lanes.store(lambda: ctx.t.resources.put(path, Secret(data)))
     event: JsonObject = {"action": "resource.put", "resource": str(path), "size": len(data)}
@@ -58,7 +58,7 @@ async def put_resource(request: HttpRequest, ctx: Ctx, rest: list[str]) -> Respo
 
 async def delete_resource(request: HttpRequest, ctx: Ctx, rest: list[str]) -> Response:
     path = ResourcePath.from_segments(rest)
-    who = admin(ctx, request, write=True)
+    who = await admin(ctx, request, write=True)
     await ctx.lanes.store(lambda: ctx.t.resources.delete(path))
     await _audit(ctx, who.subject, {"action": "resource.delete", "resource": str(path)})
     logger.info("admin %s deleted resource %s", who.subject, path)
@@ -66,13 +66,13 @@ async def delete_resource(request: HttpRequest, ctx: Ctx, rest: list[str]) -> Re
 
 
 async def list_resources(request: HttpRequest, ctx: Ctx, rest: list[str]) -> Response:
-    admin(ctx, request, write=False)
+    await admin(ctx, request, write=False)
     return json_response(await ctx.lanes.store(ctx.t.resources.list))
 
 
 async def resource_info(request: HttpRequest, ctx: Ctx, rest: list[str]) -> Response:
     path = ResourcePath.from_segments(rest)
-    admin(ctx, request, write=False)
+    await admin(ctx, request, write=False)
     info = await ctx.lanes.store(lambda: ctx.t.resources.info(path))
     return json_response({"path": info.path, "size": info.size, "updated": int(info.updated)})
 
@@ -101,7 +101,7 @@ def _policy_setter(attr: str, endpoint: str) -> Handler:
     with_id = attr == "attestation_policies"
 
     async def handler(request: HttpRequest, ctx: Ctx, rest: list[str]) -> Response:
-        who = admin(ctx, request, write=True)
+        who = await admin(ctx, request, write=True)
         policy_id, text = _decode_policy(await read_json(request, ctx.broker), with_id=with_id)
         if not with_id:
             policy_id = RESOURCE_POLICY_ID
@@ -123,7 +123,7 @@ def _policy_setter(attr: str, endpoint: str) -> Handler:
 
 def _policy_lister(attr: str) -> Handler:
     async def handler(request: HttpRequest, ctx: Ctx, rest: list[str]) -> Response:
-        admin(ctx, request, write=False)
+        await admin(ctx, request, write=False)
         store: PolicyStore = getattr(ctx.t, attr)
         return json_response(await ctx.lanes.store(store.list))
 
@@ -132,7 +132,7 @@ def _policy_lister(attr: str) -> Handler:
 
 def _policy_versions(attr: str) -> Handler:
     async def handler(request: HttpRequest, ctx: Ctx, rest: list[str]) -> Response:
-        admin(ctx, request, write=False)
+        await admin(ctx, request, write=False)
         store: PolicyStore = getattr(ctx.t, attr)
         versions = await ctx.lanes.store(lambda: store.versions(rest[0]))
         if not versions:
@@ -144,7 +144,7 @@ def _policy_versions(attr: str) -> Handler:
 
 def _policy_getter(attr: str) -> Handler:
     async def handler(request: HttpRequest, ctx: Ctx, rest: list[str]) -> Response:
-        admin(ctx, request, write=False)
+        await admin(ctx, request, write=False)
         store: PolicyStore = getattr(ctx.t, attr)
         version = request.query_params.get("version")
         if version is not None and not version.isdigit():
@@ -167,7 +167,7 @@ def _policy_getter(attr: str) -> Handler:
 
 def _policy_activator(attr: str) -> Handler:
     async def handler(request: HttpRequest, ctx: Ctx, rest: list[str]) -> Response:
-        who = admin(ctx, request, write=True)
+        who = await admin(ctx, request, write=True)
         body = await read_json(request, ctx.broker)
         version = body.get("version") if isinstance(body, dict) else None
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
@@ -184,7 +184,7 @@ def _policy_activator(attr: str) -> Handler:
 
 
 async def register_reference_value(request: HttpRequest, ctx: Ctx, rest: list[str]) -> Response:
-    who = admin(ctx, request, write=True)
+    who = await admin(ctx, request, write=True)
     message = await read_json(request, ctx.broker)
     names = await ctx.lanes.store(lambda: ctx.t.rvps.register(message))
     await _audit(ctx, who.subject, {"action": "reference-value.register", "ids": names})
@@ -193,12 +193,12 @@ async def register_reference_value(request: HttpRequest, ctx: Ctx, rest: list[st
 
 
 async def list_reference_values(request: HttpRequest, ctx: Ctx, rest: list[str]) -> Response:
-    admin(ctx, request, write=False)
+    await admin(ctx, request, write=False)
     return json_response(await ctx.lanes.store(ctx.t.rvps.list))
 
 
 async def get_reference_value(request: HttpRequest, ctx: Ctx, rest: list[str]) -> Response:
-    admin(ctx, request, write=False)
+    await admin(ctx, request, write=False)
     value = await ctx.lanes.store(lambda: ctx.t.rvps.get("/".join(rest)))
     return json_response(value.to_stored_json())
 
@@ -212,14 +212,14 @@ def _not_default(ctx: Ctx) -> None:
 
 
 async def list_identities(request: HttpRequest, ctx: Ctx, rest: list[str]) -> Response:
-    admin(ctx, request, write=False)
+    await admin(ctx, request, write=False)
     _not_default(ctx)
     tenant = await ctx.lanes.store(lambda: ctx.broker.registry.get(ctx.t.tenant))
     return json_response([{"subject": i.subject, "role": i.role.value} for i in tenant.identities])
 
 
 async def add_identity(request: HttpRequest, ctx: Ctx, rest: list[str]) -> Response:
-    who = admin(ctx, request, write=True)
+    who = await admin(ctx, request, write=True)
     _not_default(ctx)
     identity = Identity.from_json(await read_json(request, ctx.broker))
     await ctx.lanes.store(lambda: ctx.broker.registry.add_identity(ctx.t.tenant, identity))
@@ -234,7 +234,7 @@ async def add_identity(request: HttpRequest, ctx: Ctx, rest: list[str]) -> Respo
 
 
 async def remove_identity(request: HttpRequest, ctx: Ctx, rest: list[str]) -> Response:
-    who = admin(ctx, request, write=True)
+    who = await admin(ctx, request, write=True)
     _not_default(ctx)
     try:
         subject = check_subject(rest[0])

@@ -16,7 +16,7 @@ from custodes.kbs.http import ADMIN, ApiRoute, Ctx, admin, json_response
 
 async def get_denial(request: HttpRequest, ctx: Ctx, rest: list[str]) -> Response:
     """Why a guest was refused, by the correlation id it was given (admin or auditor)."""
-    admin(ctx, request, write=False)
+    await admin(ctx, request, write=False)
     log = ctx.broker.audit
     tenant = ctx.t.tenant
     denial = (
@@ -45,7 +45,7 @@ async def get_audit(request: HttpRequest, ctx: Ctx, rest: list[str]) -> Response
     """The tenant's audit stream as JSON Lines (``?since=SEQ``).
 
     An export appends a signed checkpoint (naming who exported) and ends with it."""
-    who = admin(ctx, request, write=False)
+    who = await admin(ctx, request, write=False)
     log = ctx.broker.audit
     if log is None:
         raise NotFound("this broker keeps no audit log")
@@ -62,7 +62,7 @@ async def get_audit(request: HttpRequest, ctx: Ctx, rest: list[str]) -> Response
 
 async def get_audit_key(request: HttpRequest, ctx: Ctx, rest: list[str]) -> Response:
     """The audit log's verification key (PEM)."""
-    admin(ctx, request, write=False)
+    await admin(ctx, request, write=False)
     log = ctx.broker.audit
     if log is None:
         raise NotFound("this broker keeps no audit log")
