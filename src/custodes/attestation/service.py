@@ -12,8 +12,10 @@ One evaluation is a checklist:
 5. The annotated evidence is built exactly as Trustee builds it (§3.4 of the reference).
 6. The attestation policy ``<policy id>_<tee class>`` (``default_cpu`` unless the client's
    policy selector chose another id) turns it into AR4SI trust claims, reading reference
-   values through ``query_reference_value``; its ``extensions`` join the appraisal, and
-   ``ear.appraisal-policy-id`` names the id.
+   values through ``query_reference_value`` (answered from the tenant's reference values,
+   passed as data); its ``extensions`` join the appraisal, and ``ear.appraisal-policy-id``
+   names the id. It runs in a worker process under a time budget
+   (:mod:`custodes.policy.budget`): a policy over it fails the attestation with a clear error.
 7. The appraisal gets its status (worst tier of the vector).
 8. The EAR is signed.
 """
@@ -46,9 +48,14 @@ from custodes.attestation.verifiers.base import (
     Verifier,
 )
 from custodes.errors import PolicyError, UnsupportedTee, VerificationError
+from custodes.policy.budget import DEFAULT_SECONDS as DEFAULT_POLICY_SECONDS
+from custodes.policy.budget import (
+    PolicyBudgetExceeded,
+    evaluate_rules_within_budget,
+    explain_within_budget,
+)
 from custodes.policy.defaults import default_policy
-from custodes.policy.engine import UNDEFINED, RegoEngine
-from custodes.policy.explain import explain
+from custodes.policy.engine import UNDEFINED
 from custodes.policy.store import PolicyStore
 from custodes.rvps.service import ReferenceValueProvider
 from custodes.types.json import Json, JsonObject
@@ -133,7 +140,9 @@ class AttestationService:
         rvps: ReferenceValueProvider,
         signer: EarSigner,
         allow_sample_tee: bool = False,
+        policy_seconds: float = DEFAULT_POLICY_SECONDS,
     ) -> None:
+        self._policy_seconds = policy_seconds
         self._verifiers = dict(verifiers)
         self._policies = policies
         self._rvps = rvps
@@ -141,9 +150,6 @@ class AttestationService:
         self._allow_sample = allow_sample_tee
         policies.ensure_default(DEFAULT_CPU_POLICY_ID, default_policy(DEFAULT_CPU_POLICY_ID))
         policies.ensure_default(DEFAULT_GPU_POLICY_ID, default_policy(DEFAULT_GPU_POLICY_ID))
-
-    def _query_reference_value(self, name: Json) -> Json:
-        return self._rvps.query(name) if isinstance(name, str) else None
 
     def _appraise(
         self, tee: Tee, verified: VerifiedClaims, annotated: JsonObject, policy: str = POLICY_ID
@@ -154,9 +160,14 @@ class AttestationService:
         policy_text = self._policies.get(policy_id)
         if policy_text is None:
             raise PolicyError(f"no attestation policy {policy_id!r} for {tee} evidence")
-        builtins = {"query_reference_value": (1, self._query_reference_value)}
-        results = RegoEngine.evaluate_rules(
-            policy_text, (_TRUST_CLAIMS, _EXTENSIONS), input=annotated, builtins=builtins
+        # In a worker process under the policy budget, the reference values passed as data
+        # (one snapshot per tenant, re-read only after a change), not store callbacks.
+        results = evaluate_rules_within_budget(
+            policy_text,
+            [_TRUST_CLAIMS, _EXTENSIONS],
+            input=annotated,
+            reference_values=self._rvps.snapshot(),
+            seconds=self._policy_seconds,
         )
         if results[_TRUST_CLAIMS] is UNDEFINED:
             raise PolicyError(f"policy {policy_id!r} does not define trust_claims")
@@ -186,16 +197,24 @@ class AttestationService:
             for name, v in vector.items()
             if tier_of(v) is not Ar4siStatus.AFFIRMING and tier_of(v) is not Ar4siStatus.NONE
         }
-        failed = explain(
-            policy,
-            [name.replace("-", "_") for name in weak],
-            input=annotated,
-            builtins={"query_reference_value": (1, self._query_reference_value)},
-        )
+        try:
+            failed = explain_within_budget(
+                policy,
+                [name.replace("-", "_") for name in weak],
+                input=annotated,
+                reference_values=self._rvps.snapshot(),
+                seconds=self._policy_seconds,
+            )
+        except PolicyBudgetExceeded:
+            failed = []  # an explanation never turns an appraisal into an error
         return {
             name: {
                 "value": value,
-                "failed": [f.to_json() for f in failed if f.rule == name.replace("-", "_")],
+                "failed": [
+                    f
+                    for f in failed
+                    if isinstance(f, dict) and f.get("rule") == name.replace("-", "_")
+                ],
             }
             for name, value in weak.items()
         }

@@ -149,7 +149,7 @@ class BudgetedEvaluator:
         self,
         op: str,
         policy: str,
-        query: str,
+        query: str | list[str],
         *,
         input: Json,
         data: Json | None,
@@ -170,7 +170,10 @@ class BudgetedEvaluator:
         except (OSError, EOFError, ValueError) as e:
             worker.kill()
             self._lost()
-            raise PolicyError("the policy worker failed; retry") from e
+            raise PolicyError(
+                "policy evaluation failed: its worker process stopped (over its memory limit, "
+                "or crashed)"
+            ) from e
         if reply is None:
             worker.kill()
             self._lost()
@@ -185,6 +188,8 @@ class BudgetedEvaluator:
             raise PolicyError(str(reply["error"]))
         if reply.get("undefined") is True:
             return UNDEFINED
+        if op == "rules":
+            return _rules(reply)
         return reply.get("value")
 
     def close(self) -> None:
@@ -232,9 +237,42 @@ def evaluate_within_budget(
     raise PolicyError("the policy worker answered an unexpected shape")
 
 
+def _rules(reply: dict[str, Json]) -> dict[str, Json]:
+    values, undefined = reply.get("value"), reply.get("undefined_rules")
+    if not isinstance(values, dict) or not isinstance(undefined, list):
+        raise PolicyError("the policy worker answered an unexpected shape")
+    out: dict[str, Json] = dict(values)
+    out.update({str(name): UNDEFINED for name in undefined})
+    return out
+
+
+def evaluate_rules_within_budget(
+    policy: str,
+    queries: list[str],
+    *,
+    input: Json,
+    data: Json | None = None,
+    reference_values: Mapping[str, Json] | None = None,
+    seconds: float = DEFAULT_SECONDS,
+) -> dict[str, Json]:
+    """``RegoEngine.evaluate_rules`` in a worker process, stopped after ``seconds``."""
+    result = evaluator().run(
+        "rules",
+        policy,
+        queries,
+        input=input,
+        data=data,
+        reference_values=reference_values,
+        seconds=seconds,
+    )
+    if not isinstance(result, dict):
+        raise PolicyError("the policy worker answered an unexpected shape")
+    return result
+
+
 def explain_within_budget(
     policy: str,
-    rule: str,
+    rule: str | list[str],
     *,
     input: Json,
     data: Json | None = None,

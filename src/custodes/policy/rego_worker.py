@@ -1,7 +1,8 @@
 """The worker process of :mod:`custodes.policy.budget`: reads length-prefixed JSON requests on
 stdin, evaluates each with the Rego engine adapter, writes a length-prefixed JSON answer.
 
-An answer is ``{"value": V}``, ``{"undefined": true}`` or ``{"error": MESSAGE}``. The process
+An answer is ``{"value": V}``, ``{"undefined": true}`` or ``{"error": MESSAGE}``; several rules
+at once (op ``rules``) answer ``{"value": {rule: V}, "undefined_rules": [rule, ...]}``. The process
 is killed by its parent when an evaluation exceeds its budget; it never exits on its own while
 its stdin is open.
 """
@@ -9,14 +10,17 @@ its stdin is open.
 from __future__ import annotations
 
 import json
+import resource
 import sys
 from collections.abc import Callable, Mapping
-from typing import BinaryIO
+from typing import BinaryIO, Final
 
 from custodes.errors import CustodesError
 from custodes.policy.engine import UNDEFINED, RegoEngine
 from custodes.policy.explain import explain
 from custodes.types.json import Json, JsonObject
+
+MAX_ADDRESS_SPACE: Final = 2 << 30
 
 
 def _lookup(values: Mapping[str, Json]) -> Callable[[Json], Json]:
@@ -32,17 +36,30 @@ def answer(request: Json) -> JsonObject:
         return {"error": "malformed request"}
     try:
         policy, query = request["policy"], request["query"]
-        if not isinstance(policy, str) or not isinstance(query, str):
+        queries = [query] if isinstance(query, str) else query
+        if not isinstance(policy, str) or not isinstance(queries, list):
             return {"error": "malformed request"}
+        if not all(isinstance(q, str) for q in queries):
+            return {"error": "malformed request"}
+        names = [str(q) for q in queries]
         values = request.get("reference_values")
         builtins = (
             {"query_reference_value": (1, _lookup(values))} if isinstance(values, dict) else {}
         )
         input_, data = request.get("input"), request.get("data")
-        if request.get("op") == "explain":
-            failed = explain(policy, [query], input=input_, data=data, builtins=builtins)
+        op = request.get("op")
+        if op == "explain":
+            failed = explain(policy, names, input=input_, data=data, builtins=builtins)
             return {"value": [f.to_json() for f in failed]}
-        value = RegoEngine.evaluate(policy, query, input=input_, data=data, builtins=builtins)
+        if op == "rules":
+            values = RegoEngine.evaluate_rules(
+                policy, names, input=input_, data=data, builtins=builtins
+            )
+            return {
+                "value": {q: v for q, v in values.items() if v is not UNDEFINED},
+                "undefined_rules": [q for q, v in values.items() if v is UNDEFINED],
+            }
+        value = RegoEngine.evaluate(policy, names[0], input=input_, data=data, builtins=builtins)
         return {"undefined": True} if value is UNDEFINED else {"value": value}
     except CustodesError as e:
         return {"error": str(e)}
@@ -62,6 +79,9 @@ def _write(stream: BinaryIO, obj: Json) -> None:
 
 
 def main() -> None:
+    # Time is bounded by the parent; memory here: a policy that allocates without end makes
+    # this process fail (its parent answers "the policy worker failed"), not the host swap.
+    resource.setrlimit(resource.RLIMIT_AS, (MAX_ADDRESS_SPACE, MAX_ADDRESS_SPACE))
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     # Nothing else may write to the answers' pipe.
     sys.stdout = sys.stderr

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
+import threading
 from datetime import UTC, datetime
+from typing import Final
 
 from custodes._internal.clock import Clock
 from custodes.errors import NotFound, ReferenceValueError, StorageError
@@ -28,11 +31,44 @@ logger = logging.getLogger(__name__)
 ADD_ATTEMPTS = 8  # compare-and-swap rounds of add_to_list before giving up
 
 
+# A fresh random marker written after every change: readers of the whole set (policies, through
+# :meth:`ReferenceValueProvider.snapshot`) read only this key while it is unchanged. Not a
+# valid reference-value id ('#'), so it can never collide with one.
+_VERSION_KEY: Final = "#version"
+
+
 class ReferenceValueProvider:
     def __init__(self, store: Store, clock: Clock, namespace: str = NS_REFERENCE_VALUES) -> None:
         self._ns = namespace
         self._store = store
         self._clock = clock
+        self._snapshot: tuple[bytes | None, dict[str, ReferenceValue]] | None = None
+        self._snapshot_lock = threading.Lock()
+
+    def _changed(self) -> None:
+        self._store.set(self._ns, _VERSION_KEY, secrets.token_hex(16).encode())
+
+    def snapshot(self) -> dict[str, Json]:
+        """Every value policies may see (unexpired), by id: what ``query`` answers, read with
+        one store read while nothing changed (a change by any replica is seen at once)."""
+        version = self._store.get(self._ns, _VERSION_KEY, now=self._clock.now())
+        if version is None:  # a store written before the marker existed
+            self._changed()
+            version = self._store.get(self._ns, _VERSION_KEY, now=self._clock.now())
+        cached = self._snapshot
+        if cached is None or cached[0] != version:
+            # Read the marker first, the values after: a change made meanwhile writes a new
+            # marker, so a snapshot is never kept under a marker older than its values.
+            values: dict[str, ReferenceValue] = {}
+            for name in self.list():
+                rv = self._load(name)
+                if rv is not None:
+                    values[name] = rv
+            cached = (version, values)
+            with self._snapshot_lock:
+                self._snapshot = cached
+        now = self._now()
+        return {name: rv.value for name, rv in cached[1].items() if not rv.expired(now)}
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock.now(), UTC)
@@ -43,6 +79,7 @@ class ReferenceValueProvider:
         for rv in values:
             encoded = json.dumps(rv.to_stored_json(), separators=(",", ":"), allow_nan=False)
             self._store.set(self._ns, rv.name, encoded.encode("utf-8"))
+        self._changed()
         ids = [rv.name for rv in values]
         logger.info("registered reference values %s", ids)
         return ids
@@ -84,7 +121,7 @@ class ReferenceValueProvider:
         return rv
 
     def list(self) -> list[str]:
-        return self._store.list(self._ns, now=self._clock.now())
+        return [k for k in self._store.list(self._ns, now=self._clock.now()) if k != _VERSION_KEY]
 
     def add_to_list(self, name: str, item: Json) -> bool:
         """Add ``item`` to the list value ``name``, atomically; ``False`` if already listed.
@@ -117,6 +154,7 @@ class ReferenceValueProvider:
                     self._ns, name, raw, encoded.encode(), now=self._clock.now()
                 )
             if done:
+                self._changed()
                 logger.info("added a value to reference value %s", name)
                 return True
         raise StorageError(f"reference value {name!r} kept changing; try again")

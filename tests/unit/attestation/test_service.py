@@ -311,3 +311,37 @@ def test_annotated_evidence_does_not_alias_verifier_claims() -> None:
         Tee.SNP, {"x": 1}, init_data_claims={"k": "v"}, runtime_data_claims=RUNTIME
     )
     assert bare == {"snp": {"x": 1}}
+
+
+def test_an_attestation_policy_over_its_budget_fails_clearly() -> None:
+    from custodes.policy.budget import PolicyBudgetExceeded
+
+    world = World()
+    world.service = AttestationService(
+        verifiers={Tee.SAMPLE: SampleVerifier()},
+        policies=world.policies,
+        rvps=world.rvps,
+        signer=EarSigner(world.key, clock=world.clock),
+        allow_sample_tee=True,
+        policy_seconds=0.5,
+    )
+    world.policies.set(
+        "default_cpu",
+        "package policy\nimport rego.v1\n"
+        'trust_claims := {"hardware": 2} if {\n'
+        "    some i in numbers.range(1, 100000)\n"
+        "    some j in numbers.range(1, 100000)\n"
+        "    i == j + 1000000\n"
+        "}\n",
+    )
+    with pytest.raises(PolicyBudgetExceeded, match="budget"):
+        world.attest()
+
+
+def test_reference_values_registered_after_an_attestation_are_seen_by_the_next() -> None:
+    world = World()
+    assert world.attest().status is not Ar4siStatus.AFFIRMING  # none registered yet
+    world.register(
+        {"svn": ["1"], "launch_digest": ["abcde"], "major_version": 1, "minimum_minor_version": 0}
+    )
+    assert world.attest().status is Ar4siStatus.AFFIRMING

@@ -116,3 +116,35 @@ def test_a_runaway_policy_is_stopped_at_its_budget(pool: BudgetedEvaluator) -> N
         )
         assert got is True
     assert pool._started <= 2
+
+
+# One allocation of about 2.4 GB: over the worker's address-space limit at once.
+MEMORY_HOG = """
+package policy
+
+import rego.v1
+
+allow if {
+    x := [i | some i in numbers.range(1, 100000000)]
+    count(x) > 0
+}
+"""
+
+
+def test_a_policy_over_the_memory_limit_fails_and_the_pool_recovers(
+    pool: BudgetedEvaluator,
+) -> None:
+    def run(policy: str) -> object:
+        return pool.run(
+            "evaluate",
+            policy,
+            "data.policy.allow",
+            input={"role": "admin"},
+            data=None,
+            reference_values=None,
+            seconds=10,
+        )
+
+    with pytest.raises(PolicyError, match="memory limit"):
+        run(MEMORY_HOG)
+    assert run(ALLOW_IF_ADMIN) is True

@@ -132,3 +132,23 @@ def test_corrupt_stored_value_is_a_storage_error(
     store.set(NS_REFERENCE_VALUES, "svn", b'{"value": 1}')
     with pytest.raises(StorageError):
         rvps.get("svn")
+
+
+def test_snapshot_follows_changes_made_by_another_replica(store: Store, clock: FrozenClock) -> None:
+    here = ReferenceValueProvider(store, clock)
+    there = ReferenceValueProvider(store, clock)  # another replica on the same store
+    here.register(_message({"svn": ["1"]}))
+    assert here.snapshot() == {"svn": ["1"]}
+    assert here.snapshot() == {"svn": ["1"]}  # unchanged: from the cache
+    there.register(_message({"svn": ["2"], "cfg": 1}))
+    assert here.snapshot() == {"svn": ["2"], "cfg": 1}
+    assert there.add_to_list("svn", "3")
+    assert here.snapshot()["svn"] == ["2", "3"]
+    assert here.list() == ["cfg", "svn"]  # the change marker is not a reference value
+
+
+def test_snapshot_hides_expired_values(rvps: ReferenceValueProvider, clock: FrozenClock) -> None:
+    rvps.register(_message({"svn": ["1"]}, expiration="2026-03-02T00:00:00Z"))
+    assert rvps.snapshot() == {"svn": ["1"]}
+    clock.advance(2 * DAY)
+    assert rvps.snapshot() == {}
