@@ -33,6 +33,7 @@ from custodes.kbs.http import (
     error_response,
 )
 from custodes.kbs.lanes import Pools
+from custodes.kbs.openapi import openapi_document
 from custodes.kbs.routes import ROUTES
 from custodes.kbs.tenants import DEFAULT_TENANT, check_tenant_id
 from custodes.ui.routes import ui_routes
@@ -49,6 +50,7 @@ _RESOURCE_ENDPOINTS: Final = frozenset({"resource", "resource-info"})
 
 _KBS_ROUTES: Final = tuple(r for r in ROUTES if r.path.startswith(KBS_PREFIX))
 _OPERATOR_ROUTES: Final = tuple(r for r in ROUTES if r.scope == "operator")
+_OPENAPI: Final = openapi_document(ROUTES)
 _TOP_ROUTES: Final = tuple(
     r for r in ROUTES if r.scope == "public" and not r.path.startswith(KBS_PREFIX)
 )
@@ -198,4 +200,5 @@ def create_app(broker: Broker, *, pools: Pools | None = None) -> Starlette:
     )
     app.state.broker = broker
     app.state.pools = pools
+    app.state.openapi = _OPENAPI
     return app

@@ -121,6 +121,7 @@ class BudgetedEvaluator:
         self._started = 0
         self._max = max_workers
         self._cond = threading.Condition()
+        self._pid = os.getpid()
 
     def _take(self) -> _Worker:
         with self._cond:
@@ -193,6 +194,8 @@ class BudgetedEvaluator:
         return reply.get("value")
 
     def close(self) -> None:
+        if os.getpid() != self._pid:
+            return  # a forked child's copy: the workers are its parent's
         with self._cond:
             idle, self._idle = self._idle, []
             self._started -= len(idle)
@@ -206,6 +209,11 @@ def evaluator() -> BudgetedEvaluator:
     made = BudgetedEvaluator()
     atexit.register(made.close)
     return made
+
+
+# A forked broker worker (``serve --workers``) must not share its parent's worker pipes: it
+# starts its own evaluator on first need.
+os.register_at_fork(after_in_child=evaluator.cache_clear)
 
 
 def evaluate_within_budget(

@@ -148,3 +148,24 @@ def test_a_policy_over_the_memory_limit_fails_and_the_pool_recovers(
     with pytest.raises(PolicyError, match="memory limit"):
         run(MEMORY_HOG)
     assert run(ALLOW_IF_ADMIN) is True
+
+
+def test_a_forked_child_neither_shares_nor_stops_its_parents_workers() -> None:
+    import atexit
+    import os
+
+    from custodes.policy.budget import evaluator
+
+    assert evaluate_within_budget(ALLOW_IF_ADMIN, "data.policy.allow", input={"role": "admin"})
+    parent = evaluator()
+    pid = os.fork()
+    if pid == 0:  # the child: its own evaluator; its exit runs atexit and must spare the parent's
+        ok = evaluator() is not parent and evaluate_within_budget(
+            ALLOW_IF_ADMIN, "data.policy.allow", input={"role": "admin"}
+        )
+        atexit._run_exitfuncs()  # what the child's exit would run
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert evaluator() is parent
+    assert evaluate_within_budget(ALLOW_IF_ADMIN, "data.policy.allow", input={"role": "admin"})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Final
 
 import anyio
@@ -30,16 +29,10 @@ async def metrics(request: HttpRequest, broker: Broker) -> Response:
     return Response(broker.metrics.render(), media_type=broker.metrics.content_type)
 
 
-@functools.cache
-def _document() -> dict[str, Any]:
-    from custodes.kbs.openapi import openapi_document
-    from custodes.kbs.routes import ROUTES
-
-    return openapi_document(ROUTES)
-
-
 async def openapi_json(request: HttpRequest, broker: Broker) -> Response:
-    return json_response(_document())
+    # Generated once from the whole route table by the app (kbs/app.py), which holds it.
+    document: dict[str, Any] = request.app.state.openapi
+    return json_response(document)
 
 
 ROUTES: Final = (
