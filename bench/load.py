@@ -1,5 +1,7 @@
 """Load: up to 1,000 concurrent sample-TEE guests against 1 and 2 ``custodes serve`` replicas
-on PostgreSQL (and 1 on SQLite for reference), with no sticky sessions.
+on PostgreSQL (and 1 on SQLite for reference), with no sticky sessions; a setup may also give
+each replica several worker processes (``sqlite:1w2``: one broker, 2 workers on one socket).
+Every setup pins ``server.workers`` (1 unless given), since the default is one per core.
 
 Each guest loops over full handshakes (``auth -> attest -> resource``, the JWE opened), and
 sends every request to a replica picked at random, carrying the session cookie by hand: a
@@ -20,6 +22,7 @@ Usage:
     .venv/bin/python bench/load.py                     # defaults: a few minutes
     .venv/bin/python bench/load.py --guests 1000 --seconds 30 --ramp 10 --sessions 10000
     .venv/bin/python bench/load.py --setups postgres:1,postgres:2 --dsn "host=... dbname=..."
+    .venv/bin/python bench/load.py --setups sqlite:1,sqlite:1w2,postgres:1,postgres:1w2
 
 Without ``--dsn`` a throw-away PostgreSQL is started (``tests/pg_server.py``: initdb and
 postgres from the Debian package, on a free loopback port). With ``--dsn`` each PostgreSQL
@@ -152,9 +155,10 @@ def machine_busy() -> tuple[float, float]:
 
 
 def rss_bytes(pid: int) -> int:
+    """Resident memory of a process and its live children (a broker's workers)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
+            return int(line.split()[1]) * 1024 + sum(rss_bytes(c) for c in children(pid))
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
@@ -273,19 +277,34 @@ async def open_sessions(urls: list[str], count: int, concurrency: int) -> int:
 class Setup:
     backend: str
     replicas: int
+    workers: int = 1
 
     @property
     def name(self) -> str:
-        return f"{self.backend} x{self.replicas}"
+        workers = f" w{self.workers}" if self.workers != 1 else ""
+        return f"{self.backend} x{self.replicas}{workers}"
 
     @classmethod
     def parse(cls, text: str) -> Setup:
-        backend, _, count = text.partition(":")
-        if backend not in ("sqlite", "postgres") or not count.isdigit() or int(count) < 1:
-            raise argparse.ArgumentTypeError(f"setup {text!r} is not sqlite:N or postgres:N")
+        """``BACKEND:REPLICAS`` or ``BACKEND:REPLICASwWORKERS`` (``sqlite:1w2``)."""
+        backend, _, spec = text.partition(":")
+        count, _, workers = spec.partition("w")
+        workers = workers or "1"
+        if (
+            backend not in ("sqlite", "postgres")
+            or not count.isdigit()
+            or int(count) < 1
+            or not workers.isdigit()
+            or int(workers) < 1
+        ):
+            raise argparse.ArgumentTypeError(
+                f"setup {text!r} is not sqlite:N or postgres:N (optionally wW: W workers)"
+            )
         if backend == "sqlite" and int(count) != 1:
-            raise argparse.ArgumentTypeError("SQLite serves one process only (sqlite:1)")
-        return cls(backend, int(count))
+            raise argparse.ArgumentTypeError(
+                "SQLite is one broker (sqlite:1); its workers scale it (sqlite:1w2)"
+            )
+        return cls(backend, int(count), int(workers))
 
 
 class Store:
@@ -327,13 +346,18 @@ def sqlite_size(data_dir: Path) -> int:
 
 
 def run_setup(setup: Setup, round_: int, store: Store, root: Path, args: argparse.Namespace) -> Row:
-    keys: ClusterKeys = make_keys(root / f"{setup.backend}-{setup.replicas}-{round_}")
+    keys: ClusterKeys = make_keys(
+        root / f"{setup.backend}-{setup.replicas}-w{setup.workers}-{round_}"
+    )
     config = write_config(
         keys.directory / "serve.toml",
         keys,
         backend=setup.backend,
         session_ttl_seconds=SESSION_TTL_S,
     )
+    # Pinned: the default (one worker per core) would make "x1" mean something else per host.
+    text = config.read_text().replace("[server]\n", f"[server]\nworkers = {setup.workers}\n", 1)
+    config.write_text(text)
     dsn = store.new_database() if setup.backend == "postgres" else None
     env = replica_env(keys, dsn)
     replicas = []
@@ -427,6 +451,8 @@ def report(rows: list[Row], args: argparse.Namespace) -> None:
         )
     print()
     for numerator, denominator, label in (
+        ("sqlite x1 w2", "sqlite x1", "2 workers / 1 worker (SQLite)"),
+        ("postgres x1 w2", "postgres x1", "2 workers / 1 worker (PostgreSQL)"),
         ("postgres x2", "postgres x1", "2 replicas / 1 replica (PostgreSQL)"),
         ("postgres x1", "sqlite x1", "PostgreSQL x1 / SQLite x1"),
     ):
@@ -468,7 +494,8 @@ def main(argv: list[str] | None = None) -> int:
         "--setups",
         type=lambda s: [Setup.parse(p) for p in s.split(",")],
         default=[Setup("sqlite", 1), Setup("postgres", 1), Setup("postgres", 2)],
-        help="comma-separated BACKEND:REPLICAS (default sqlite:1,postgres:1,postgres:2)",
+        help="comma-separated BACKEND:REPLICAS[wWORKERS] (default sqlite:1,postgres:1,"
+        "postgres:2; e.g. sqlite:1w2 is one broker with 2 worker processes)",
     )
     parser.add_argument(
         "--pg-fsync",

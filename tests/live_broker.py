@@ -180,6 +180,8 @@ def served_broker(tmp_path: Path) -> Iterator[ServedBroker]:
         "[server]\n"
         'listen = "127.0.0.1:0"\n'
         f'data_dir = "{data_dir}"\n'
+        # One process: tests read /metrics, whose counters are per worker process.
+        "workers = 1\n"
         "[attestation]\n"
         "unsafe_allow_sample_tee = true\n"
     )

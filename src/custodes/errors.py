@@ -70,50 +70,61 @@ class InvalidResourcePath(ProtocolError):
 
 
 class EvidenceError(CustodesError):
-    """Evidence could not be used."""
+    """Evidence could not be used.
+
+    ``step`` names the verifier checklist step that failed (what ``custodes evidence verify``
+    reports). A subclass that is its own step names it on its class line
+    (``class VmplNotZero(VerificationError, step="vmpl")``); the others inherit their parent's.
+    """
 
     code = "evidence"
+    step: ClassVar[str] = "evidence"
+
+    def __init_subclass__(cls, *, step: str | None = None, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if step is not None:
+            cls.step = step
 
 
-class MalformedEvidence(EvidenceError):
+class MalformedEvidence(EvidenceError, step="parse"):
     """Evidence bytes or JSON do not parse."""
 
     code = "malformed-evidence"
 
 
-class VerificationError(EvidenceError):
+class VerificationError(EvidenceError, step="verification"):
     """Evidence parsed but a verification step failed."""
 
     code = "verification"
 
 
-class SignatureInvalid(VerificationError):
+class SignatureInvalid(VerificationError, step="signature"):
     code = "signature-invalid"
 
 
-class ChainInvalid(VerificationError):
+class ChainInvalid(VerificationError, step="certificate-chain"):
     code = "chain-invalid"
 
 
-class BindingMismatch(VerificationError):
+class BindingMismatch(VerificationError, step="report-data"):
     """The evidence is not bound to this session's nonce and key (report data)."""
 
     code = "binding-mismatch"
 
 
-class InitDataMismatch(VerificationError):
+class InitDataMismatch(VerificationError, step="init-data"):
     """The evidence's init-data field does not match the init-data digest."""
 
     code = "init-data-mismatch"
 
 
-class TcbError(VerificationError):
+class TcbError(VerificationError, step="tcb"):
     """The TCB reported by the evidence is not acceptable."""
 
     code = "tcb"
 
 
-class CollateralError(VerificationError):
+class CollateralError(VerificationError, step="collateral"):
     """Collateral (certificates, CRLs, TCB info) is missing, expired or invalid."""
 
     code = "collateral"

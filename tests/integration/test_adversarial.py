@@ -1235,6 +1235,51 @@ def test_auditor_claiming_the_admin_subject(tenants: Tenants) -> None:
     refused(r, 401, "AdminAuthAccess")
 
 
+def test_admin_token_minted_for_another_tenant(tenants: Tenants) -> None:
+    """Attack: one person is admin of two tenants with the same key; a token minted for the
+    other tenant (seen by that tenant's proxy, say) is presented here. Defence: every admin
+    token names its audience, this tenant's base URL, and is refused anywhere else."""
+    ops = tenants.bearer("operator")
+    body = {
+        "id": "fund",
+        "identities": [
+            {
+                "subject": "bank-admin",
+                "role": "admin",
+                "public_key": _pem(tenants.keys["bank-admin"]),
+            }
+        ],
+    }
+    assert (
+        httpx.post(f"{tenants.url}/operator/v0/tenants", json=body, headers=ops).status_code == 200
+    )
+    for_fund = admin_token(
+        tenants.keys["bank-admin"], audience=tenants.base("fund"), subject="bank-admin"
+    )
+    r = httpx.get(f"{tenants.base('bank')}/kbs/v0/resource", headers=bearer(for_fund))
+    refused(r, 401, "AdminAuthAccess")
+    # Control: the same key and subject with this tenant's audience is accepted.
+    for_bank = admin_token(
+        tenants.keys["bank-admin"], audience=tenants.base("bank"), subject="bank-admin"
+    )
+    assert httpx.get(f"{tenants.base('bank')}/kbs/v0/resource", headers=bearer(for_bank)).is_success
+
+
+def test_admin_token_captured_and_replayed(tenants: Tenants) -> None:
+    """Attack: a request of the tenant admin is captured (a log, a proxy) and its JWT replayed
+    within its lifetime to write a resource. Defence: every admin token carries a ``jti`` that
+    the broker accepts once, remembered in the store until the token expires."""
+    token = admin_token(
+        tenants.keys["bank-admin"], audience=tenants.base("bank"), subject="bank-admin"
+    )
+    url = f"{tenants.base('bank')}/kbs/v0/resource/{SECRET}"
+    assert httpx.post(url, content=b"the admin's value", headers=bearer(token)).is_success
+    r = httpx.post(url, content=b"the attacker's value", headers=bearer(token))
+    assert "replay" in refused(r, 401, "AdminAuthAccess").lower()
+    guest, key = guest_token(tenants.base("bank"))
+    assert key.decrypt(httpx.get(url, headers=bearer(guest)).json()) == b"the admin's value"
+
+
 def test_raw_request_helper_reads_the_status_line() -> None:
     """Guard for the helpers above: raw_request parses a status line (no broker needed)."""
     server = socket.socket()

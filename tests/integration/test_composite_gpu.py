@@ -198,6 +198,7 @@ def test_gpu_as_the_sessions_own_tee_refused(live: LiveBroker) -> None:
     )
     assert response.status_code == 400  # custodes answers an unsupported TEE with 400
     assert "TEE nvidia is not supported by this broker" in response.json()["detail"]
+    assert "sent as additional_evidence next to a CPU TEE's" in response.json()["detail"]
 
 
 def test_cpu_evidence_must_cover_the_device_evidence(live: LiveBroker) -> None:

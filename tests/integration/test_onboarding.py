@@ -100,9 +100,12 @@ def test_typed_register_on_the_command_line(served: ServedBroker) -> None:
 
 
 def test_export_then_register_into_a_fresh_broker(served: ServedBroker, tmp_path: Path) -> None:
-    admin(served, "reference-value", "register", "svn", "1", "2")
+    # One explicit expiry for both: default expiries are "now + lifetime", and two commands
+    # either side of a second boundary would make two expiration times instead of one.
+    admin(served, "reference-value", "register", "svn", "1", "2",
+          "--expires", "2031-01-01T00:00:00Z")  # fmt: skip
     admin(served, "reference-value", "register", "major_version", "1", "--type", "number",
-          "--single")  # fmt: skip
+          "--single", "--expires", "2031-01-01T00:00:00Z")  # fmt: skip
     admin(served, "reference-value", "register", "launch_digest", "abcde",
           "--expires", "2030-01-31T00:00:00Z")  # fmt: skip
     exported = tmp_path / "rv.json"

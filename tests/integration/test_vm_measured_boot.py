@@ -14,12 +14,15 @@ import dataclasses
 import hashlib
 import json
 import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from custodes.errors import ConfigError
 from custodes.vm.kernel import fetch_kernel, find_kernel
+from custodes.vm.machine import boot
 from custodes.vm.scenario import (
     DEMO_SECRET,
     EVIDENCE_LINE,
@@ -101,3 +104,33 @@ def test_a_quote_captured_from_the_approved_boot_is_refused_in_a_new_session(
     refusal = replay(env.url, captured)
     assert refusal is not None and refusal.startswith("401"), refusal
     assert "binding digest" in refusal
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue  # exited meanwhile
+    return found
+
+
+def test_a_timeout_leaves_no_process_and_no_file(
+    env: Lab, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # boot()'s work directory goes here
+    result = boot(
+        env.approved_spec(),
+        env.tpm,
+        job_script="sleep 600\n",
+        broker_port=env.port,
+        timeout=4.0,  # QEMU is still in the firmware: killed mid-boot
+    )
+    assert result.timed_out and result.status is None
+    assert list(scratch.iterdir()) == []  # the VARS copy, initrd, sockets, console: all gone
+    assert _processes_mentioning(str(scratch)) == []  # qemu, its relays, swtpm: all stopped

@@ -3,9 +3,11 @@
 :mod:`json` alone accepts what a peer can use to make two readers disagree or a reader
 work too hard: duplicate keys (the last one wins silently), ``NaN``/``Infinity``, numbers
 that overflow to infinity, lone surrogates, nesting deep enough to exhaust the recursion
-limit. :func:`loads` refuses all of them with :class:`~custodes.errors.MalformedMessage`.
-The KBS protocol messages and the JWE header read through it; the other parsers of
-untrusted JSON are to move onto it (issue 17).
+limit. :func:`loads` refuses all of them, with :class:`~custodes.errors.MalformedMessage` or
+the error its caller names (``error=``): each parser keeps its own error class, and they all
+accept exactly the same JSON. Every parser of untrusted JSON reads through it: the KBS
+protocol messages, the JWE header, JWS tokens, the Azure HCL runtime data, admission reviews,
+sealed secrets and their keys, and evidence files verified offline.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from itertools import accumulate
 from typing import Final, NoReturn
 
@@ -42,39 +45,57 @@ def _nesting_depth(body: bytes) -> int:
     return max(accumulate(map(_STEP.__getitem__, brackets)), default=0)
 
 
+class _Refused(Exception):
+    """A refusal inside the reader, turned into the caller's error at the door."""
+
+
 def _refuse_constant(name: str) -> NoReturn:
-    raise MalformedMessage(f"non-standard JSON constant {name}")
+    raise _Refused(f"non-standard JSON constant {name}")
 
 
 def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
-        raise MalformedMessage("JSON number out of range")
+        raise _Refused("JSON number out of range")
     return value
 
 
 def _unique_keys(pairs: list[tuple[str, Json]]) -> JsonObject:
     obj = dict(pairs)
     if len(obj) != len(pairs):
-        raise MalformedMessage("duplicate key in JSON object")
+        raise _Refused("duplicate key in JSON object")
     return obj
 
 
-def loads(body: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> Json:
-    """Parse an untrusted JSON body strictly, or raise ``MalformedMessage``.
+def loads(
+    body: bytes,
+    *,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+    error: Callable[[str], Exception] = MalformedMessage,
+) -> Json:
+    """Parse untrusted JSON strictly, or raise ``error(reason)`` (``MalformedMessage`` unless
+    the caller names its own), chained to the cause.
 
-    Refused: non-UTF-8 bytes, a BOM, ``NaN``/``Infinity``, numbers that overflow a float,
-    duplicate keys, lone surrogate escapes, nesting deeper than ``max_depth``.
+    Refused: anything but bytes (a body is read as sent, never re-encoded), non-UTF-8 bytes,
+    a BOM, ``NaN``/``Infinity``, numbers that overflow a float, duplicate keys, lone surrogate
+    escapes, nesting deeper than ``max_depth``.
     """
+    try:
+        return _loads(body, max_depth)
+    except _Refused as e:
+        raise error(str(e)) from e.__cause__
+
+
+def _loads(body: bytes, max_depth: int) -> Json:
     if not isinstance(body, bytes | bytearray | memoryview):
-        raise MalformedMessage("body is not bytes")
+        raise _Refused("body is not bytes")
     raw = bytes(body)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise MalformedMessage("body is not UTF-8") from e
+        raise _Refused("body is not UTF-8") from e
     if _nesting_depth(raw) > max_depth:
-        raise MalformedMessage(f"JSON nested deeper than {max_depth}")
+        raise _Refused(f"JSON nested deeper than {max_depth}")
     try:
         value = json.loads(
             text,
@@ -82,11 +103,13 @@ def loads(body: bytes, *, max_depth: int = DEFAULT_MAX_DEPTH) -> Json:
             parse_constant=_refuse_constant,
             parse_float=_finite_float,
         )
+    except _Refused:
+        raise
     except (ValueError, RecursionError) as e:  # JSONDecodeError is a ValueError
-        raise MalformedMessage("body is not valid JSON") from e
+        raise _Refused("body is not valid JSON") from e
     if _SURROGATE_ESCAPE.search(text):
         try:
             json.dumps(value, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError as e:
-            raise MalformedMessage("JSON string holds a lone surrogate") from e
+            raise _Refused("JSON string holds a lone surrogate") from e
     return value

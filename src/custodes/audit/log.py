@@ -15,12 +15,16 @@ An entry is a JSON object::
   whose clock is behind the previous entry's (another replica) records the previous time.
 
 Storage: entry ``seq`` of stream ``s`` is the JCS bytes of the whole entry under namespace
-``audit/<s>``, key ``seq`` as 12 digits (so key order is chain order). Appends use
-``Store.insert``, so two appenders (threads, or broker replicas on one database) can never
-both write the same ``seq``: the loser reads the new head and retries, a bounded number of
-times. Two helper namespaces are derived data, never trusted by verification:
-``audit-head`` (key ``s``: a hint of the last ``seq``, so an append does not list the stream)
-and ``audit-index/<s>`` (key: a denial's ``correlation_id``, value: its ``seq``).
+``audit/<s>``, key ``seq`` as 12 digits (so key order is chain order). Each process has one
+writer per stream (:class:`_StreamWriter`) that keeps the head in memory and commits the
+entries of concurrent callers together (group commit: one transaction, one fsync, on a
+:class:`~custodes.storage.batch.BatchStore`); a caller returns once its entry is durable.
+Rows are create-only, so two writers (worker processes, or replicas on one database) can
+never both write the same ``seq``: the loser re-reads the head, re-seals its batch and
+retries with backoff, a bounded number of times. Two helper namespaces are derived data,
+never trusted by verification: ``audit-head`` (key ``s``: a hint of the last ``seq``, so a
+re-read of the head does not list the stream) and ``audit-index/<s>`` (key: a denial's
+``correlation_id``, value: its ``seq``).
 
 Events must be JSON and must never contain secret material (resource values, keys, tokens,
 passwords): they are readable by the tenant's auditors and exported as plain text. Record
@@ -46,7 +50,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -89,8 +93,10 @@ from custodes.audit.errors import (
     AuditUnknownKey,
     AuditWrongStream,
 )
+from custodes.audit.group_commit import GroupCommit
 from custodes.errors import ConfigError, StorageError
 from custodes.storage.base import Store
+from custodes.storage.batch import Batch, Row, batch_store
 from custodes.types.json import Json, JsonObject
 
 logger = logging.getLogger(__name__)
@@ -926,6 +932,126 @@ def verify_jsonl(
     )
 
 
+# --- the writer -----------------------------------------------------------------------------
+
+_Maker = Callable[[AuditEntry | None], _Content | None]
+"""What a caller appends, given the head it goes after (``None``: nothing to add)."""
+
+# Backoff after a lost race (another process or replica appended first): exponential from
+# 0.5 ms, capped at 20 ms, with full jitter, so that replicas that collided do not collide
+# again in lockstep. Each retry re-signs the whole pending batch after the new head.
+_BACKOFF_BASE_S: Final = 0.0005
+_BACKOFF_CAP_S: Final = 0.02
+
+
+def _backoff(attempt: int) -> float:
+    ceiling = min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * float(1 << min(attempt, 16)))
+    return ceiling * secrets.randbelow(1001) / 1000
+
+
+class _PartlyWritten(Exception):
+    """Internal: a store without batches failed after the first ``written`` entries."""
+
+    def __init__(self, written: int, error: StorageError) -> None:
+        super().__init__(str(error))
+        self.written = written
+        self.error = error
+
+
+@dataclass(frozen=True, slots=True)
+class _Planned:
+    entry: AuditEntry
+    raw: bytes
+    owner: int | None
+    """Index of the caller the entry answers; ``None`` for a periodic checkpoint."""
+
+
+@dataclass(slots=True)
+class _Plan:
+    outcomes: list[AuditEntry | BaseException | None]
+    entries: list[_Planned] = field(default_factory=list)
+
+
+class _StreamWriter:
+    """The one writer of a stream in this process (group commit).
+
+    Keeps the chain head in memory: an append reads nothing. The head is reloaded from the
+    store only when it is unknown (first use, or a write whose outcome is unknown) or when a
+    commit lost a race: another process or replica appended first; the pending batch is then
+    re-sealed after the new head and retried with backoff. A caller returns only once its
+    entry is committed, i.e. durable (the store's commit is).
+    """
+
+    def __init__(self, log: AuditLog, stream: str) -> None:
+        self._log = log
+        self._stream = stream
+        self._head: AuditEntry | None = None
+        self._loaded = False
+        self._group: GroupCommit[_Maker, AuditEntry | None] = GroupCommit(self._commit)
+
+    def submit(self, make: _Maker) -> AuditEntry | None:
+        return self._group.submit(make)
+
+    @property
+    def commits(self) -> int:
+        return self._group.commits
+
+    def _commit(self, makers: Sequence[_Maker]) -> list[AuditEntry | BaseException | None]:
+        log, stream = self._log, self._stream
+        outcomes: list[AuditEntry | BaseException | None] = [None] * len(makers)
+        pending = list(range(len(makers)))
+        for attempt in range(MAX_APPEND_ATTEMPTS):
+            if not self._loaded:
+                self._head = log._head_entry(stream)
+                self._loaded = True
+            plan = log._plan(stream, self._head, [makers[i] for i in pending])
+            if not plan.entries:
+                for slot, i in enumerate(pending):
+                    outcomes[i] = plan.outcomes[slot]
+                return outcomes
+            failure: StorageError | None = None
+            try:
+                written = log._write(stream, plan.entries)
+            except _PartlyWritten as e:
+                written, failure = e.written, e.error
+            except BaseException:
+                self._loaded = False  # the outcome is unknown: read the head next time
+                raise
+            if written:
+                self._head = plan.entries[written - 1].entry
+                for planned in plan.entries[:written]:
+                    if planned.entry.kind is AuditKind.CHECKPOINT:
+                        log._checkpoint_ms[stream] = planned.entry.time_ms
+            if written == len(plan.entries):
+                for slot, i in enumerate(pending):
+                    outcomes[i] = plan.outcomes[slot]
+                return outcomes
+            # Lost a race at entry ``written``: callers before it are done (the entries they
+            # got are stored), the others are sealed again after the new head.
+            owners = (p.owner for p in plan.entries[written:] if p.owner is not None)
+            first_open = next(owners, len(pending))  # a lost periodic checkpoint owns none
+            for slot in range(first_open):
+                outcomes[pending[slot]] = plan.outcomes[slot]
+            pending = pending[first_open:]
+            self._loaded = False
+            if failure is not None:
+                # Entries before the failure are on record: their callers succeed (failing
+                # them would refuse actions already recorded); the others fail.
+                if plan.entries[written].owner is None:
+                    logger.warning(
+                        "audit stream %s: periodic checkpoint not written: %s", stream, failure
+                    )
+                for i in pending:
+                    outcomes[i] = failure
+                return outcomes
+            if not pending:
+                return outcomes
+            time.sleep(_backoff(attempt))
+        raise AuditAppendConflict(
+            f"audit stream {stream!r}: no free sequence number after {MAX_APPEND_ATTEMPTS} attempts"
+        )
+
+
 # --- the log --------------------------------------------------------------------------------
 
 
@@ -946,9 +1072,11 @@ class AuditLog:
         self._clock = clock
         self._policy = checkpoints if checkpoints is not None else CheckpointPolicy()
         self.kid = key_id(signing_key.public_key())
-        # Serialises this process's appenders (no wasted signatures); other processes and
-        # replicas are kept apart by Store.insert.
-        self._lock = threading.Lock()
+        self._kid_json = _json_string(self.kid)
+        self._batches = batch_store(store)
+        # One writer per stream: this process's appenders of a stream share its commits.
+        self._writers: dict[str, _StreamWriter] = {}
+        self._writers_lock = threading.Lock()
         # This process's latest checkpoint time per stream (ms), for the time rule only.
         self._checkpoint_ms: dict[str, int] = {}
 
@@ -965,21 +1093,23 @@ class AuditLog:
     def append(
         self, stream: str, kind: AuditKind | str, actor: str | None, event: JsonObject
     ) -> AuditEntry:
-        """Append one entry; returns it with its ``seq`` and ``hash``.
+        """Append one entry; returns it, with its ``seq`` and ``hash``, once it is durable.
 
         ``event`` must be a JSON object (at most 64 KiB canonical) and must never contain
         secret material. A string ``correlation_id`` in it is indexed for
         :meth:`get_by_correlation_id`. Checkpoints are not appended here (:meth:`checkpoint`).
+        Blocks the calling thread until the entry is committed; entries appended meanwhile by
+        other threads share that commit (see :class:`_StreamWriter`).
         """
         check_stream(stream)
         if kind == AuditKind.CHECKPOINT:
             raise AuditEventInvalid("checkpoints are written by the audit log itself")
-        with self._lock:
-            entry = self._insert(stream, lambda _head: (kind, actor, event))
-            if entry is None:  # pragma: no cover - the maker above always gives content
-                raise AuditEventInvalid("nothing to append")
-            self._maybe_checkpoint(entry)
-            return entry
+        # Checked and encoded here, in the caller's thread: a bad event fails its caller only.
+        content = _content(kind, actor, event)
+        entry = self._writer(stream).submit(lambda _head: content)
+        if entry is None:  # pragma: no cover - the maker above always gives content
+            raise AuditEventInvalid("nothing to append")
+        return entry
 
     def checkpoint(
         self,
@@ -990,16 +1120,13 @@ class AuditLog:
     ) -> AuditEntry:
         """Append a signed checkpoint committing to every entry before it; returns it."""
         check_stream(stream)
-        with self._lock:
-            entry = self._insert(stream, self._checkpoint_maker(stream, reason, actor))
+        entry = self._writer(stream).submit(self._checkpoint_maker(stream, reason, actor))
         if entry is None:  # pragma: no cover - only periodic checkpoints are ever skipped
             raise AuditEventInvalid("no checkpoint was written")
         return entry
 
-    def _checkpoint_maker(
-        self, stream: str, reason: CheckpointReason, actor: str | None
-    ) -> Callable[[AuditEntry | None], tuple[AuditKind, str | None, JsonObject] | None]:
-        def make(head: AuditEntry | None) -> tuple[AuditKind, str | None, JsonObject] | None:
+    def _checkpoint_maker(self, stream: str, reason: CheckpointReason, actor: str | None) -> _Maker:
+        def make(head: AuditEntry | None) -> _Content | None:
             # A periodic checkpoint right after another one (a replica was faster) adds
             # nothing; an export's always gets its own, stamped with the export's time.
             if reason is not CheckpointReason.EXPORT and (
@@ -1012,64 +1139,102 @@ class AuditLog:
                 head=GENESIS_PREV if head is None else head.hash,
                 reason=reason,
             ).to_event()
-            return AuditKind.CHECKPOINT, actor, event
+            return _content(AuditKind.CHECKPOINT, actor, event)
 
         return make
 
-    def _maybe_checkpoint(self, entry: AuditEntry) -> None:
-        """The periodic checkpoint after ``entry``, if one is due (caller holds the lock)."""
-        now_ms = int(self._clock.now() * 1000)
-        last_ms = self._checkpoint_ms.setdefault(entry.stream, now_ms)
-        reason = self._policy.due(seq=entry.seq, now_ms=now_ms, last_ms=last_ms)
-        if reason is None:
-            return
-        try:
-            self._insert(entry.stream, self._checkpoint_maker(entry.stream, reason, None))
-        except (StorageError, AuditEventInvalid) as e:
-            # The entry itself is stored: failing its caller now would refuse an action that
-            # is already on record. The next rule, or the next export, writes the checkpoint.
-            logger.warning("audit stream %s: periodic checkpoint not written: %s", entry.stream, e)
+    def _writer(self, stream: str) -> _StreamWriter:
+        with self._writers_lock:
+            writer = self._writers.get(stream)
+            if writer is None:
+                writer = self._writers[stream] = _StreamWriter(self, stream)
+            return writer
 
-    def _insert(
-        self,
-        stream: str,
-        make: Callable[[AuditEntry | None], tuple[AuditKind | str, str | None, JsonObject] | None],
-    ) -> AuditEntry | None:
-        """Append what ``make(head)`` gives after the current head (``None``: nothing to add),
-        retrying on a lost race; the caller holds the lock."""
-        ns = NS_AUDIT_PREFIX + stream
-        for attempt in range(MAX_APPEND_ATTEMPTS):
-            head = self._head_entry(stream)
-            content = make(head)
-            if content is None:
-                return None
-            kind, actor, event = content
-            now_ms = int(self._clock.now() * 1000)
-            entry = build_entry(
+    def _plan(self, stream: str, head: AuditEntry | None, makers: Sequence[_Maker]) -> _Plan:
+        """Seal the entries of ``makers`` after ``head``, with the periodic checkpoints that
+        fall due among them. An entry that cannot be made fails its own caller only."""
+        plan = _Plan(outcomes=[None] * len(makers))
+        now_ms = int(self._clock.now() * 1000)
+        last_ms = self._checkpoint_ms.setdefault(stream, now_ms)
+
+        def add(content: _Content, owner: int | None) -> AuditEntry:
+            nonlocal head
+            entry, raw = _seal(
+                content,
                 seq=0 if head is None else head.seq + 1,
                 # Never before the previous entry, whatever this clock says.
                 time_ms=now_ms if head is None else max(now_ms, head.time_ms),
                 stream=stream,
-                kind=kind,
-                actor=actor,
-                event=event,
                 prev=GENESIS_PREV if head is None else head.hash,
+                kid=self.kid,
+                kid_json=self._kid_json,
                 signing_key=self._key,
             )
-            if self._store.insert(ns, _seq_key(entry.seq), entry.to_bytes(), now=self._clock.now()):
-                self._after_append(entry)
-                return entry
-            # Another appender took this seq: back off a little, jittered, and retry.
-            time.sleep(secrets.randbelow(500) * 1e-6 * min(attempt + 1, 8))
-        raise AuditAppendConflict(
-            f"audit stream {stream!r}: no free sequence number after {MAX_APPEND_ATTEMPTS} attempts"
-        )
+            plan.entries.append(_Planned(entry, raw, owner))
+            head = entry
+            return entry
+
+        for index, make in enumerate(makers):
+            try:
+                content = make(head)
+                if content is None:
+                    continue
+                entry = add(content, index)
+            except AuditEventInvalid as e:  # e.g. a full stream: this caller's alone
+                plan.outcomes[index] = e
+                continue
+            plan.outcomes[index] = entry
+            if entry.kind is AuditKind.CHECKPOINT:
+                last_ms = entry.time_ms
+                continue
+            reason = self._policy.due(seq=entry.seq, now_ms=now_ms, last_ms=last_ms)
+            if reason is None:
+                continue
+            try:
+                checkpoint = self._checkpoint_maker(stream, reason, None)(head)
+                if checkpoint is not None:
+                    last_ms = add(checkpoint, None).time_ms
+            except AuditEventInvalid as e:
+                # The entry itself is recorded: failing its caller would refuse an action
+                # that is on record. The next rule, or the next export, writes the checkpoint.
+                logger.warning("audit stream %s: periodic checkpoint not written: %s", stream, e)
+        return plan
+
+    def _write(self, stream: str, entries: Sequence[_Planned]) -> int:
+        """Store ``entries`` (in chain order); how many of the first ones were stored. With a
+        batch store that is all or none, in one transaction; otherwise one insert each."""
+        ns = NS_AUDIT_PREFIX + stream
+        now = self._clock.now()
+        if self._batches is not None:
+            index: dict[str, Row] = {}
+            for planned in entries:
+                cid = planned.entry.event.get(CORRELATION_ID_FIELD)
+                if isinstance(cid, str) and cid not in index:
+                    seq_text = str(planned.entry.seq).encode("ascii")
+                    index[cid] = Row(NS_INDEX_PREFIX + stream, cid, seq_text)
+            last = entries[-1].entry
+            batch = Batch(
+                inserts=tuple(Row(ns, _seq_key(p.entry.seq), p.raw) for p in entries),
+                # Derived data, in the same commit: it costs nothing more there.
+                upserts=(Row(NS_HEAD, stream, str(last.seq).encode("ascii")),),
+                if_absent=tuple(index.values()),
+            )
+            return len(entries) if self._batches.write_batch(batch, now=now) else 0
+        for written, planned in enumerate(entries):
+            try:
+                stored = self._store.insert(ns, _seq_key(planned.entry.seq), planned.raw, now=now)
+            except StorageError as e:
+                if written == 0:
+                    raise
+                raise _PartlyWritten(written, e) from e
+            if not stored:
+                return written
+            self._after_append(planned.entry)
+        return len(entries)
 
     def _after_append(self, entry: AuditEntry) -> None:
-        # Derived data: a crash before these writes leaves a stale hint (an append probes
-        # past it) or a missing index entry (rebuild_index restores it).
-        if entry.kind is AuditKind.CHECKPOINT:
-            self._checkpoint_ms[entry.stream] = entry.time_ms
+        # Derived data (stores without batches): a crash before these writes leaves a stale
+        # hint (an append probes past it) or a missing index entry (rebuild_index restores it).
         self._store.set(NS_HEAD, entry.stream, str(entry.seq).encode("ascii"))
         cid = entry.event.get(CORRELATION_ID_FIELD)
         if isinstance(cid, str):

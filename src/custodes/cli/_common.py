@@ -6,9 +6,13 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from custodes.errors import ConfigError, InvalidResourcePath
 from custodes.protocol.resource import ResourcePath, ResourceUri
+
+if TYPE_CHECKING:
+    from custodes.admin_client import AdminClient
 
 
 def add_url(p: argparse.ArgumentParser, *, required_what: str = "broker") -> None:
@@ -41,6 +45,22 @@ def require_url(args: argparse.Namespace) -> str:
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"--url must start with http:// or https://, got {url!r}")
     return url
+
+
+def admin_client(args: argparse.Namespace) -> AdminClient:
+    """The admin API client of ``custodes admin``'s common options (URL, key, subject,
+    audience, CA); the key is read here, so a bad one is reported before any request."""
+    from custodes.admin_client import AdminClient, load_admin_key
+
+    if args.key is None:
+        raise ConfigError("no admin key: pass --key FILE or set CUSTODES_ADMIN_KEY")
+    return AdminClient(
+        require_url(args),
+        load_admin_key(args.key),
+        subject=args.subject,
+        audience=args.audience,
+        ca_file=args.cacert,
+    )
 
 
 def resource_path(text: str) -> ResourcePath:

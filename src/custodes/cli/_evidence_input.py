@@ -3,40 +3,34 @@
 
 This module owns the evidence options (their names, types and checks; each command words its
 own help), the session binding they give (``--report-data``, or ``--nonce``/``--tee-pubkey``
-recomputed as the broker does), reading the evidence and init-data files, the broker's verifier
-with every network source off, and how a verification failure is reported (the checklist step
-and error class).
+recomputed as the broker does), reading the evidence and init-data files (the evidence as
+strictly as the broker reads it), and how a verification failure is reported (the checklist
+step each error names, and its error class). The verifier is the registry's
+(``attestation/verifiers/registry.py``), as the broker's, with every network source off.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from custodes._internal import strictjson
 from custodes._internal.clock import Clock, FrozenClock, SystemClock
 from custodes.attestation.initdata import MAX_INITDATA_BYTES, InitData
 from custodes.attestation.verifiers.base import VerificationRequest, VerifiedClaims, Verifier
+from custodes.attestation.verifiers.registry import REGISTRY, VerifierSettings, build_verifier
 from custodes.cli._output import rfc3339 as rfc3339  # re-exported for its users
 from custodes.errors import (
-    BindingMismatch,
-    ChainInvalid,
-    CollateralError,
     ConfigError,
     CustodesError,
     EvidenceError,
-    InitDataMismatch,
     MalformedEvidence,
-    SignatureInvalid,
-    TcbError,
-    VerificationError,
 )
 from custodes.protocol.binding import DEFAULT_HASH_ALGORITHM, HashAlgorithm
 from custodes.types.json import Json
@@ -48,16 +42,10 @@ if TYPE_CHECKING:
 # The verifiers (and with them cryptography and the TEE parsers) are imported when evidence is
 # verified or a failure reported, not to declare the options: `--help` stays light.
 
-SUPPORTED_TEES: Final = (
-    Tee.SNP,
-    Tee.TDX,
-    Tee.TPM,
-    Tee.AZ_SNP_VTPM,
-    Tee.AZ_TDX_VTPM,
-    Tee.NVIDIA,
-    Tee.SAMPLE,
-)
-COLLATERAL_TEES: Final = frozenset({Tee.TDX, Tee.AZ_TDX_VTPM})
+# The verifier registry's table, not its verifiers: reading it imports none of them.
+SUPPORTED_TEES: Final = tuple(REGISTRY)
+COLLATERAL_TEES: Final = frozenset(t for t, r in REGISTRY.items() if r.tdx_collateral)
+VCEK_STORE_TEES: Final = frozenset(t for t, r in REGISTRY.items() if r.vcek_store)
 # The largest TDX evidence (a 16 MiB event log in base64) fits with room to spare.
 MAX_EVIDENCE_BYTES: Final = 64 * 1024 * 1024
 MAX_JWK_BYTES: Final = 64 * 1024
@@ -83,65 +71,6 @@ EVIDENCE_OPTIONS: Final = (
     "vcek_store",
     "at",
 )
-
-
-@cache
-def _steps() -> dict[type[EvidenceError], str]:
-    """The checklist step each error class reports, most specific class first (looked up along
-    the class's MRO). The shared classes of custodes.errors name the generic steps."""
-    from custodes.attestation.verifiers.azure.errors import HclBindingMismatch
-    from custodes.attestation.verifiers.nvidia.errors import (
-        ArchitectureUnsupported,
-        FwidMismatch,
-        SpdmMessageInvalid,
-    )
-    from custodes.attestation.verifiers.snp.errors import (
-        HwIdMismatch,
-        ProcessorUnsupported,
-        ReportVersionUnsupported,
-        SignatureAlgorithmUnsupported,
-        TcbMismatch,
-        VekExtensionInvalid,
-        VekUnavailable,
-        VmplNotZero,
-    )
-    from custodes.attestation.verifiers.tdx.errors import RtmrReplayMismatch
-    from custodes.attestation.verifiers.tpm.errors import (
-        AkPublicKeyInvalid,
-        PcrDigestMismatch,
-        PcrSelectionUnsupported,
-        QuoteHeaderInvalid,
-    )
-
-    return {
-        ReportVersionUnsupported: "report-version",
-        SignatureAlgorithmUnsupported: "signature-algorithm",
-        VmplNotZero: "vmpl",
-        ProcessorUnsupported: "processor",
-        VekUnavailable: "vcek",
-        VekExtensionInvalid: "vcek-extensions",
-        HwIdMismatch: "vcek-extensions",
-        TcbMismatch: "vcek-extensions",
-        AkPublicKeyInvalid: "ak-public",
-        QuoteHeaderInvalid: "quote-header",
-        PcrSelectionUnsupported: "pcrs",
-        PcrDigestMismatch: "pcrs",
-        RtmrReplayMismatch: "event-log",
-        ArchitectureUnsupported: "architecture",
-        SpdmMessageInvalid: "spdm-message",
-        FwidMismatch: "fwid",
-        # Not the session binding: the hardware report does not bind the HCL's runtime data.
-        HclBindingMismatch: "hcl-binding",
-        MalformedEvidence: "parse",
-        CollateralError: "collateral",
-        ChainInvalid: "certificate-chain",
-        SignatureInvalid: "signature",
-        TcbError: "tcb",
-        BindingMismatch: "report-data",
-        InitDataMismatch: "init-data",
-        VerificationError: "verification",
-        EvidenceError: "evidence",
-    }
 
 
 # --- the options ---------------------------------------------------------------------------
@@ -228,11 +157,17 @@ def check_evidence_usage(
     elif args.additional_evidence is not None or args.hash is not None:
         fail("--additional-evidence and --hash apply to --nonce/--tee-pubkey only")
     if args.collateral is not None and tee not in COLLATERAL_TEES:
-        fail("--collateral applies to tdx and az-tdx-vtpm only")
+        fail(f"--collateral applies to {_names(COLLATERAL_TEES)} only")
     if tee in COLLATERAL_TEES and args.collateral is None:
         fail(f"{tee} {missing_collateral}")
-    if args.vcek_store is not None and tee is not Tee.SNP:
-        fail("--vcek-store applies to snp only")
+    if args.vcek_store is not None and tee not in VCEK_STORE_TEES:
+        fail(f"--vcek-store applies to {_names(VCEK_STORE_TEES)} only")
+
+
+def _names(tees: frozenset[Tee]) -> str:
+    """``a``, ``a and b``, ``a, b and c``: in the registry's order."""
+    names = [t.value for t in SUPPORTED_TEES if t in tees]
+    return " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
 
 
 # --- reading inputs ------------------------------------------------------------------------
@@ -255,13 +190,12 @@ def read_limited(path: str | Path, limit: int, what: str, *, allow_stdin: bool =
 
 
 def _tee_pubkey(value: str) -> Json:
-    text: str | bytes = value
-    if not value.lstrip().startswith("{"):
-        text = read_limited(value, MAX_JWK_BYTES, "TEE public key file")
-    try:
-        return json.loads(text)
-    except (ValueError, RecursionError) as e:
-        raise ConfigError(f"--tee-pubkey is not JSON: {e}") from e
+    if value.lstrip().startswith("{"):
+        # The argument's own bytes (argv that is not UTF-8 arrives surrogate-escaped).
+        raw = value.encode("utf-8", "surrogateescape")
+    else:
+        raw = read_limited(value, MAX_JWK_BYTES, "TEE public key file")
+    return strictjson.loads(raw, error=lambda why: ConfigError(f"--tee-pubkey is not JSON: {why}"))
 
 
 def session_binding(args: argparse.Namespace) -> tuple[bytes, RuntimeData | None]:
@@ -278,7 +212,8 @@ def session_binding(args: argparse.Namespace) -> tuple[bytes, RuntimeData | None
         allow_rsa1_5=True,
     )
     alg = HashAlgorithm(args.hash) if args.hash else DEFAULT_HASH_ALGORITHM
-    if getattr(args, "tee", None) == Tee.NVIDIA.value:
+    tee = getattr(args, "tee", None)
+    if tee is not None and Tee(tee).device:
         # Device evidence binds the shorter {"nonce", "tee-pubkey"} object, as upstream's.
         return runtime.device_digest(alg), runtime
     return runtime.digest(args.additional_evidence or "", alg), runtime
@@ -296,38 +231,6 @@ def read_init_data(path: Path) -> InitData:
 
 
 # --- verifying -----------------------------------------------------------------------------
-
-
-def build_verifier(
-    tee: Tee, clock: Clock, *, collateral: Path | None = None, vcek_store: Path | None = None
-) -> Verifier:
-    """The broker's verifier for ``tee`` with every network source off."""
-    from custodes.attestation.verifiers.azure import (
-        AzSnpVtpmVerifier,
-        AzTdxVtpmVerifier,
-        AzureVerifierConfig,
-    )
-    from custodes.attestation.verifiers.nvidia import NvidiaVerifier, NvidiaVerifierConfig
-    from custodes.attestation.verifiers.sample import SampleVerifier
-    from custodes.attestation.verifiers.snp import SnpVerifier, SnpVerifierConfig
-    from custodes.attestation.verifiers.tdx import TdxVerifier, TdxVerifierConfig
-    from custodes.attestation.verifiers.tpm import TpmVerifier
-
-    if tee is Tee.SAMPLE:
-        return SampleVerifier()
-    if tee is Tee.SNP:
-        return SnpVerifier(SnpVerifierConfig(vcek_store_dir=vcek_store, clock=clock))
-    if tee is Tee.TPM:
-        return TpmVerifier()
-    if tee is Tee.AZ_SNP_VTPM:
-        return AzSnpVtpmVerifier(AzureVerifierConfig(clock=clock))
-    if tee is Tee.TDX:
-        return TdxVerifier(TdxVerifierConfig(collateral_path=collateral, clock=clock))
-    if tee is Tee.AZ_TDX_VTPM:
-        return AzTdxVtpmVerifier(AzureVerifierConfig(clock=clock, tdx_collateral_path=collateral))
-    if tee is Tee.NVIDIA:
-        return NvidiaVerifier(NvidiaVerifierConfig(clock=clock))
-    raise ConfigError(f"no offline verifier for {tee}")
 
 
 def warn_if_insecure(tee: Tee) -> None:
@@ -349,19 +252,21 @@ class OfflineEvidence:
     def from_args(cls, args: argparse.Namespace, tee: Tee) -> OfflineEvidence:
         """The clock, the verifier, then the evidence file (a ``ConfigError`` if unreadable)."""
         clock: Clock = FrozenClock(args.at) if args.at is not None else SystemClock()
-        verifier = build_verifier(
-            tee, clock, collateral=args.collateral, vcek_store=args.vcek_store
+        # Offline: the registry's verifier with every network source off.
+        settings = VerifierSettings(
+            snp_vcek_store_dir=args.vcek_store, tdx_collateral=args.collateral
         )
+        verifier = build_verifier(tee, settings, clock, network=False)
         raw = read_limited(args.evidence, MAX_EVIDENCE_BYTES, "evidence file", allow_stdin=True)
         return cls(tee, args.evidence, raw, clock, verifier)
 
     def verify(self, report_data: bytes, init_data: InitData | None) -> list[VerifiedClaims]:
         """The verifier's claims; ``MalformedEvidence`` when the file is not JSON, else the
-        verifier's own ``EvidenceError`` when the evidence does not verify."""
-        try:
-            evidence = json.loads(self.raw)
-        except (ValueError, RecursionError) as e:
-            raise MalformedEvidence(f"{self.path} is not JSON: {e}") from e
+        verifier's own ``EvidenceError`` when the evidence does not verify. The file is read
+        as strictly as the broker reads a request (duplicate keys, NaN, its depth limit)."""
+        evidence = strictjson.loads(
+            self.raw, error=lambda why: MalformedEvidence(f"{self.path} is not JSON: {why}")
+        )
         request = VerificationRequest(
             tee=self.tee,
             evidence=evidence,
@@ -374,16 +279,6 @@ class OfflineEvidence:
 # --- reporting a failure -------------------------------------------------------------------
 
 
-def failed_step(error: EvidenceError) -> str:
-    """The checklist step an evidence error belongs to (see ``_steps``)."""
-    steps = _steps()
-    for cls in type(error).__mro__:
-        step = steps.get(cls)
-        if step is not None:
-            return step
-    return "evidence"
-
-
 def describe_failure(error: EvidenceError) -> str:
     """``step S (shared-code[/specific-code, Class])``: what failed, for people and scripts."""
     shared: type[CustodesError] = type(error)
@@ -394,7 +289,7 @@ def describe_failure(error: EvidenceError) -> str:
     detail = shared.code
     if type(error) is not shared:
         detail += f"/{error.code}, {type(error).__name__}"
-    return f"step {failed_step(error)} ({detail})"
+    return f"step {error.step} ({detail})"
 
 
 def print_invalid(error: EvidenceError) -> None:

@@ -8,17 +8,14 @@ import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from custodes.cli import admin_identity
-from custodes.cli._common import add_url, require_url, resource_arg, write_output
+from custodes.cli._common import add_url, resource_arg, write_output
+from custodes.cli._common import admin_client as _client
 from custodes.cli._output import add_out, add_output_format, emit, rfc3339
 from custodes.errors import ConfigError
 from custodes.rvps.typed_values import VALUE_TYPES, parse_value
 from custodes.types.json import Json, JsonObject
-
-if TYPE_CHECKING:
-    from custodes.admin_client import AdminClient
 
 # The admin client (httpx, cryptography) is imported by `_client`: `--help` stays light.
 
@@ -282,20 +279,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     add_output_format(rvl)
     rvl.set_defaults(func=_rv_list)
-
-
-def _client(args: argparse.Namespace) -> AdminClient:
-    from custodes.admin_client import AdminClient, load_admin_key
-
-    if args.key is None:
-        raise ConfigError("no admin key: pass --key FILE or set CUSTODES_ADMIN_KEY")
-    return AdminClient(
-        require_url(args),
-        load_admin_key(args.key),
-        subject=args.subject,
-        audience=args.audience,
-        ca_file=args.cacert,
-    )
 
 
 def _resource_put(args: argparse.Namespace) -> int:

@@ -124,7 +124,7 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def _token(args: argparse.Namespace) -> int:
-    from custodes.cli.admin import _client
+    from custodes.cli._common import admin_client as _client
 
     with _client(args) as client:
         print(client.token(lifetime=args.ttl))
@@ -132,7 +132,7 @@ def _token(args: argparse.Namespace) -> int:
 
 
 def _identity_list(args: argparse.Namespace) -> int:
-    from custodes.cli.admin import _client
+    from custodes.cli._common import admin_client as _client
 
     with _client(args) as client:
         identities = client.list_identities()
@@ -141,7 +141,7 @@ def _identity_list(args: argparse.Namespace) -> int:
 
 
 def _identity_add(args: argparse.Namespace) -> int:
-    from custodes.cli.admin import _client
+    from custodes.cli._common import admin_client as _client
 
     try:
         pem = args.public_key.read_text(encoding="ascii")
@@ -154,7 +154,7 @@ def _identity_add(args: argparse.Namespace) -> int:
 
 
 def _identity_remove(args: argparse.Namespace) -> int:
-    from custodes.cli.admin import _client
+    from custodes.cli._common import admin_client as _client
 
     with _client(args) as client:
         client.remove_identity(args.old_subject)

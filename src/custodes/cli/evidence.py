@@ -31,9 +31,8 @@ from custodes.cli._evidence_input import (
     warn_if_insecure,
 )
 
-# describe_failure, failed_step and parse_time are imported from here by other modules.
+# describe_failure and parse_time are imported from here by other modules.
 from custodes.cli._evidence_input import describe_failure as describe_failure
-from custodes.cli._evidence_input import failed_step as failed_step
 from custodes.cli._evidence_input import parse_time as parse_time
 from custodes.cli._output import add_output_format, emit
 from custodes.errors import ConfigError, CustodesError, EvidenceError

@@ -27,7 +27,6 @@ a policy that does not compile, evidence that does not verify); 2 the command li
 from __future__ import annotations
 
 import argparse
-import copy
 import hashlib
 import json
 import logging
@@ -38,17 +37,13 @@ from pathlib import Path
 from typing import Final
 
 from custodes._internal.b64 import b64url_decode
+from custodes.attestation.appraisal import Appraisal, appraise
 from custodes.attestation.ear import (
     Ar4siStatus,
-    appraisal_status,
     tier_of,
-    validate_trust_claims,
     worst_status,
 )
-
-# The broker's own check of a policy's ``extensions`` (private there; reused, not copied, so
-# that a candidate is held to exactly the broker's rules).
-from custodes.attestation.service import _extensions, annotated_evidence
+from custodes.attestation.service import annotated_evidence
 from custodes.audit.errors import AuditChainError
 from custodes.audit.log import (
     MAX_LINE_BYTES,
@@ -81,11 +76,11 @@ from custodes.errors import (
     ReferenceValueError,
 )
 from custodes.policy.engine import MAX_POLICY_BYTES, UNDEFINED, RegoEngine
-from custodes.policy.explain import FailedCondition, explain
+from custodes.policy.explain import FailedCondition
 from custodes.policy.lint import lint_resource_policy
+from custodes.policy.release import ResourceResult, evaluate_resource
 from custodes.protocol.appraisal import appraisal_summary
 from custodes.protocol.binding import runtime_data_object
-from custodes.protocol.resource import ResourcePath
 from custodes.rvps.messages import check_reference_value_id
 from custodes.types.json import Json, JsonObject
 from custodes.types.tee import Tee
@@ -398,77 +393,6 @@ def decode_token_or_json(raw: bytes, what: str) -> JsonObject:
 
 
 # --- appraising one piece of annotated evidence --------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Appraisal:
-    """The candidate's appraisal of one submodule (``cpu0``, ...)."""
-
-    status: Ar4siStatus
-    vector: dict[str, int]
-    extensions: dict[str, Json]
-    # Trust claim (not affirming) -> the conditions that failed for it.
-    failed: dict[str, list[FailedCondition]]
-    # Every reference value the policy asked for, in order, with the value it got.
-    consulted: dict[str, Json]
-    trace_error: str | None = None
-
-
-def appraise(policy: str, annotated: JsonObject, reference_values: Mapping[str, Json]) -> Appraisal:
-    """Evaluate ``policy`` as the Attestation Service does (trust_claims and extensions; the
-    status is the worst tier of the vector) and explain each claim that is not affirming."""
-    consulted: dict[str, Json] = {}
-
-    def lookup(name: Json) -> Json:
-        # As the broker's RVPS: null for an invalid or unknown id.
-        if not isinstance(name, str):
-            return None
-        try:
-            check_reference_value_id(name)
-        except ReferenceValueError:
-            return None
-        return copy.deepcopy(reference_values.get(name))
-
-    def query(name: Json) -> Json:
-        value = lookup(name)
-        if isinstance(name, str):
-            consulted.setdefault(name, value)
-        return value
-
-    builtins = {"query_reference_value": (1, query)}
-    results = RegoEngine.evaluate_rules(
-        policy, (_TRUST_CLAIMS, _EXTENSIONS), input=annotated, builtins=builtins
-    )
-    if results[_TRUST_CLAIMS] is UNDEFINED:
-        raise PolicyError("the candidate policy does not define trust_claims")
-    vector = validate_trust_claims(results[_TRUST_CLAIMS])
-    extensions = _extensions(results[_EXTENSIONS])
-    status = appraisal_status(vector)
-    weak = [
-        name
-        for name, value in vector.items()
-        if tier_of(value) not in (Ar4siStatus.AFFIRMING, Ar4siStatus.NONE)
-    ]
-    failed: dict[str, list[FailedCondition]] = {name: [] for name in weak}
-    trace_error = None
-    if weak:
-        try:
-            conditions = explain(
-                policy,
-                [name.replace("-", "_") for name in weak],
-                input=annotated,
-                # The trace reads past failed conditions: what it reads is not "consulted".
-                builtins={"query_reference_value": (1, lookup)},
-                strict=True,
-            )
-        except Exception as e:  # the trace is an aid; its failure must not hide the decision
-            logger.debug("explain failed", exc_info=True)
-            trace_error = f"{type(e).__name__}: {e}"
-        else:
-            for name in weak:
-                rule = name.replace("-", "_")
-                failed[name] = [c for c in conditions if c.rule == rule]
-    return Appraisal(status, vector, extensions, failed, consulted, trace_error)
 
 
 # --- the sources of annotated evidence ----------------------------------------------------
@@ -843,43 +767,6 @@ def attestation_text(policy_path: Path, policy: str, result: AttestationResult) 
     out.extend(f"note: {note}" for note in result.source.notes)
     out.append("nothing was activated or sent anywhere")
     return "\n".join(out)
-
-
-@dataclass(frozen=True, slots=True)
-class ResourceResult:
-    """The candidate resource policy's decision on one request."""
-
-    description: str
-    resource: ResourcePath
-    claims: JsonObject
-    allow: Json
-    failed: list[FailedCondition]
-    trace_error: str | None = None
-
-    @property
-    def allowed(self) -> bool:
-        return self.allow is True
-
-
-def evaluate_resource(
-    policy: str, claims: JsonObject, resource: ResourcePath, description: str
-) -> ResourceResult:
-    """``data.policy.allow`` as the broker evaluates it, and why when it is not true."""
-    data: JsonObject = {
-        "plugin": "resource",
-        "resource-path": list(resource.segments),
-        "query": {},
-    }
-    decision = RegoEngine.evaluate(policy, _ALLOW, input=claims, data=data)
-    failed: list[FailedCondition] = []
-    trace_error = None
-    if decision is not True:
-        try:
-            failed = explain(policy, ["allow"], input=claims, data=data, strict=True)
-        except Exception as e:  # the trace is an aid; its failure must not hide the decision
-            logger.debug("explain failed", exc_info=True)
-            trace_error = f"{type(e).__name__}: {e}"
-    return ResourceResult(description, resource, claims, decision, failed, trace_error)
 
 
 _RESOURCE_NOTE: Final = "token signature and lifetime not checked (an offline test of the policy)"

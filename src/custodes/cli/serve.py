@@ -5,15 +5,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from custodes import __version__
-from custodes.errors import ConfigError
+from custodes.errors import ConfigError, CustodesError
 
 if TYPE_CHECKING:
+    import socket
+    from collections.abc import Callable
+
     from custodes._internal.rollback import Created
+    from custodes.kbs.broker import Broker
     from custodes.kbs.config import KbsConfig
 
 # The broker (verifiers, Rego, the web stack) is imported by the handler: `--help` stays light.
@@ -44,11 +49,34 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--listen", help="HOST:PORT to listen on (overrides server.listen)")
     p.add_argument("--data-dir", type=Path, help="state directory (overrides server.data_dir)")
     p.add_argument(
+        "--workers",
+        type=_workers,
+        metavar="N",
+        help="worker processes sharing the listening socket (overrides server.workers; "
+        "default: one per CPU core; 1: a single process)",
+    )
+    p.add_argument(
         "--unsafe-allow-sample-tee",
         action="store_true",
         help="accept the sample TEE, which proves nothing (tests and demos only)",
     )
     p.set_defaults(func=run)
+
+
+def _workers(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 256:
+        raise argparse.ArgumentTypeError(f"--workers must be a number from 1 to 256, got {text!r}")
+    return int(text)
+
+
+def worker_count(config: KbsConfig) -> int:
+    """``server.workers``, where 0 means one per CPU core this process may use."""
+    if config.server.workers:
+        return config.server.workers
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def effective_config(args: argparse.Namespace) -> KbsConfig:
@@ -60,6 +88,8 @@ def effective_config(args: argparse.Namespace) -> KbsConfig:
         server = dataclasses.replace(server, listen=args.listen)
     if args.data_dir:
         server = dataclasses.replace(server, data_dir=args.data_dir)
+    if getattr(args, "workers", None):
+        server = dataclasses.replace(server, workers=args.workers)
     attestation = config.attestation
     if args.unsafe_allow_sample_tee:
         attestation = dataclasses.replace(attestation, unsafe_allow_sample_tee=True)
@@ -121,6 +151,9 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
+    workers = worker_count(config)
+    if workers > 1:
+        return _run_workers(config, workers, broker, sock, url, created)
     server = uvicorn_server(app, config)
     try:
         server.run(sockets=[sock])
@@ -130,6 +163,54 @@ def run(args: argparse.Namespace) -> int:
             _undo_failed_start(created)
     if not server.started:
         raise ConfigError("the broker did not start (the reason is logged above)")
+    return 0
+
+
+def _run_workers(
+    config: KbsConfig,
+    workers: int,
+    broker: Broker,
+    sock: socket.socket,
+    url: str,
+    created: Created,
+) -> int:
+    """Serve from ``workers`` forked processes on the socket bound here.
+
+    The first start's keys, master key and store schema were made above, once, by
+    ``build_broker``: each worker opens them afresh after the fork (a store connection must
+    not cross a fork), so workers never race to create them.
+    """
+    from custodes.kbs.app import create_app
+    from custodes.kbs.broker import build_broker
+    from custodes.kbs.server import WORKER_NOT_STARTED, run_workers, uvicorn_server
+
+    broker.close()
+    print(f"  workers: {workers} processes", file=sys.stderr, flush=True)
+
+    def worker(report_started: Callable[[], None]) -> int:
+        started = False
+        try:
+            own = build_broker(config)
+            try:
+                own.listening_at(url)
+                server = uvicorn_server(create_app(own), config, on_started=report_started)
+                server.run(sockets=[sock])
+                started = server.started
+            finally:
+                own.close()
+        except CustodesError as e:
+            print(f"custodes: error: worker {os.getpid()}: {e}", file=sys.stderr, flush=True)
+        return 0 if started else WORKER_NOT_STARTED
+
+    try:
+        outcome = run_workers(workers, worker)
+    finally:
+        sock.close()
+    if not outcome.started:
+        _undo_failed_start(created)
+        raise ConfigError("the broker did not start (the reason is logged above)")
+    if outcome.failed is not None:
+        raise ConfigError(f"{outcome.failed}; stopped the other workers")
     return 0
 
 

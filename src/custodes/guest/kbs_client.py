@@ -8,7 +8,8 @@ it; resources arrive as a JWE to that key.
 A client is shared by the threads of a pod start (``custodes run`` fetches its secrets
 concurrently): one handshake runs at a time, under a lock, and a thread that finds its token
 refused re-attests only if no other thread has already replaced that token, so a burst of
-401s costs one handshake, not one each. The session cookie of the handshake is carried
+401s costs one handshake, not one each; threads that waited while a handshake failed get its
+error rather than attempting again. The session cookie of the handshake is carried
 explicitly, never through the HTTP client's cookie jar, which every thread would share.
 """
 
@@ -116,6 +117,8 @@ class KbsClient:
         self._lock = threading.Lock()
         self._token: Token | None = None
         self._session_id: str | None = None
+        self._ended = 0  # handshakes ended (a caller compares it before and after the lock)
+        self._failure: Exception | None = None  # how the last one ended, if it failed
         self.handshakes = 0
         verify = tls_verify(ca_file)  # a bad CA file: one precise error, before any request
         # One connection pool for every thread (HTTP/1.1: one request in flight per
@@ -161,7 +164,28 @@ class KbsClient:
             return self._handshake()
 
     def _handshake(self) -> Token:
-        """The RCAR handshake; the caller holds ``self._lock``."""
+        """The RCAR handshake, remembering how it ended; the caller holds ``self._lock``."""
+        try:
+            token = self._rcar()
+        except Exception as e:
+            self._failure = e
+            raise
+        else:
+            self._failure = None
+        finally:
+            self._ended += 1
+        return token
+
+    def _handshake_unless_failed(self, seen: int) -> Token:
+        """A handshake for a caller that read ``_ended == seen`` before waiting for the lock:
+        if a handshake ended in failure meanwhile, its error, not another attempt (threads
+        refused together cost the broker one failed attestation, not one each)."""
+        if self._ended != seen and self._failure is not None:
+            raise self._failure
+        return self._handshake()
+
+    def _rcar(self) -> Token:
+        """auth -> attest."""
         extra: JsonObject = {"supported-hash-algorithms": [a.value for a in HashAlgorithm]}
         if self.policy_selector is not None:
             extra[POLICY_SELECTOR] = self.policy_selector
@@ -208,19 +232,21 @@ class KbsClient:
 
     def _current(self) -> tuple[Token, str | None]:
         """The valid token and the session cookie of its handshake, attesting if needed."""
+        seen = self._ended
         with self._lock:
             token = self._token
             if token is None or not self._fresh(token):
-                token = self._handshake()
+                token = self._handshake_unless_failed(seen)
             return token, self._session_id
 
     def _renew(self, refused: Token) -> tuple[Token, str | None]:
         """A token to replace ``refused`` (answered 401): attest again unless another thread
         already did while this one waited for the lock."""
+        seen = self._ended
         with self._lock:
             token = self._token
             if token is None or token is refused or not self._fresh(token):
-                token = self._handshake()
+                token = self._handshake_unless_failed(seen)
             return token, self._session_id
 
     # --- resources ------------------------------------------------------------------------

@@ -28,6 +28,7 @@ import json
 from dataclasses import dataclass
 from typing import Final, NoReturn
 
+from custodes._internal import strictjson
 from custodes._internal.b64 import b64std_encode
 from custodes.initdata.encoding import ANNOTATION_KEY
 from custodes.k8s.errors import AdmissionReviewError
@@ -41,6 +42,9 @@ OPERATIONS: Final = frozenset({"CREATE", "UPDATE", "DELETE", "CONNECT"})
 # (operation, subresource) pairs that can make a pod read a Secret or choose its broker.
 CHECKED: Final = frozenset({("CREATE", ""), ("UPDATE", "ephemeralcontainers")})
 MAX_UID_LENGTH: Final = 256
+# A pod with its managedFields nests about 20 deep; CRD-heavy objects more. Far above that,
+# and still bounded (the reader counts brackets without recursing).
+MAX_JSON_DEPTH: Final = 256
 # The API server shows warnings to the user; it may cut longer ones.
 MAX_WARNING_CHARS: Final = 256
 
@@ -49,33 +53,14 @@ def _fail(msg: str) -> NoReturn:
     raise AdmissionReviewError(msg)
 
 
-def _no_duplicates(pairs: list[tuple[str, Json]]) -> JsonObject:
-    out: JsonObject = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate JSON member {key!r}")
-        out[key] = value
-    return out
-
-
-def _no_constants(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not JSON")
-
-
 def parse_json(body: bytes) -> Json:
-    """Strict JSON: UTF-8, no duplicate members, no NaN/Infinity."""
-    try:
-        return json.loads(
-            body.decode("utf-8"),
-            object_pairs_hook=_no_duplicates,
-            parse_constant=_no_constants,
-        )
-    except UnicodeDecodeError as e:
-        raise AdmissionReviewError(f"body is not UTF-8: {e}") from e
-    except RecursionError as e:
-        raise AdmissionReviewError("body nests JSON too deeply") from e
-    except ValueError as e:
-        raise AdmissionReviewError(f"body is not JSON: {e}") from e
+    """Strict JSON (:mod:`custodes._internal.strictjson`), nested at most
+    :data:`MAX_JSON_DEPTH` deep."""
+    return strictjson.loads(
+        body,
+        max_depth=MAX_JSON_DEPTH,
+        error=lambda why: AdmissionReviewError(f"body is not JSON: {why}"),
+    )
 
 
 @dataclass(frozen=True, slots=True)

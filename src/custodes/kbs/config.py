@@ -17,6 +17,7 @@ from custodes.audit.checkpoint import CheckpointPolicy
 from custodes.errors import ConfigError
 
 CONFIG_VERSION = 1
+MAX_WORKERS = 256
 # ASCII digits only: int() would also take " 80", "8_0" or non-ASCII digits.
 _PORT = re.compile(r"[0-9]{1,5}")
 
@@ -31,6 +32,8 @@ class ServerConfig:
     # (their "aud"). Empty: the address it listens on (loopback names for a loopback or
     # wildcard address).
     public_urls: tuple[str, ...] = ()
+    # Worker processes sharing the listening socket; 0: one per CPU core.
+    workers: int = 0
 
     @property
     def host(self) -> str:
@@ -207,6 +210,11 @@ class KbsConfig:
             raise ConfigError(f"server.listen must be HOST:PORT, got {self.server.listen!r}") from e
         if not 0 <= self.server.port <= 65535:
             raise ConfigError(f"server.listen port out of range: {self.server.port}")
+        if not 0 <= self.server.workers <= MAX_WORKERS:
+            raise ConfigError(
+                f"server.workers must be 0 (one per core) to {MAX_WORKERS}, "
+                f"got {self.server.workers}"
+            )
         if (self.server.tls_cert is None) != (self.server.tls_key is None):
             raise ConfigError("server.tls_cert and server.tls_key must be given together")
         for section in (self.limits,):

@@ -117,7 +117,9 @@ def check_nesting(text: str) -> None:
         i += 1
 
 
-def _compile(policy: str) -> regorus.Engine:
+def _load(policy: str, *, what: str) -> regorus.Engine:
+    """A regorus engine holding ``policy`` (Rego v1), after the size and nesting limits that
+    keep regorus's parser bounded; ``what`` starts the compile error's message."""
     if len(policy.encode("utf-8")) > MAX_POLICY_BYTES:
         raise PolicyError(f"policy is larger than {MAX_POLICY_BYTES} bytes")
     check_nesting(policy)
@@ -126,7 +128,12 @@ def _compile(policy: str) -> regorus.Engine:
     try:
         engine.add_policy(_POLICY_FILE, policy)
     except Exception as e:  # regorus raises RuntimeError/ValueError with the compiler message
-        raise PolicyError(f"policy does not compile: {compiler_message(e)}") from e
+        raise PolicyError(f"{what}does not compile: {compiler_message(e)}") from e
+    return engine
+
+
+def _compile(policy: str) -> regorus.Engine:
+    engine = _load(policy, what="policy ")
     packages = engine.get_packages()
     if packages != [_PACKAGE]:
         raise PolicyError(f"policy must declare `package policy`, found {packages}")
@@ -350,15 +357,7 @@ def check_compiles(policy: str, *, package: str) -> None:
     """Raise ``PolicyError`` unless ``policy`` compiles (Rego v1, as every policy here) and
     declares exactly ``package`` — for Rego that is not a broker policy, such as the Kata
     agent policy carried in init-data (``package agent_policy``)."""
-    if len(policy.encode("utf-8")) > MAX_POLICY_BYTES:
-        raise PolicyError(f"policy is larger than {MAX_POLICY_BYTES} bytes")
-    check_nesting(policy)
-    engine = regorus.Engine()
-    engine.set_rego_v0(False)
-    try:
-        engine.add_policy(_POLICY_FILE, policy)
-    except Exception as e:  # regorus raises RuntimeError/ValueError with the compiler message
-        raise PolicyError(f"does not compile: {compiler_message(e)}") from e
+    engine = _load(policy, what="")
     packages = engine.get_packages()
     if packages != [f"data.{package}"]:
         found = ", ".join(p.removeprefix("data.") for p in packages) or "none"

@@ -21,9 +21,8 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import Final
 
-from custodes.errors import ReferenceValueError
 from custodes.policy.trace import Run, Statement, failures, program_of, reads, run
-from custodes.rvps.messages import check_reference_value_id
+from custodes.rvps.messages import query_id
 from custodes.types.json import Json
 
 MAX_ROUNDS: Final = 16
@@ -52,15 +51,12 @@ def suggest(
     chosen: dict[str, Json] = {}
 
     def query(name: Json) -> Json:
-        if not isinstance(name, str):
+        rv_id = query_id(name)
+        if rv_id is None:
             return None
-        try:
-            check_reference_value_id(name)
-        except ReferenceValueError:
-            return None
-        if name in chosen:
-            return copy.deepcopy(chosen[name])
-        return copy.deepcopy(reference_values.get(name))
+        if rv_id in chosen:
+            return copy.deepcopy(chosen[rv_id])
+        return copy.deepcopy(reference_values.get(rv_id))
 
     builtins = {"query_reference_value": (1, query)}
     relaxed: set[int] = set()

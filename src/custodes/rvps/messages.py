@@ -44,6 +44,15 @@ def check_reference_value_id(name: object) -> str:
     return name
 
 
+def query_id(name: Json) -> str | None:
+    """``name`` as the policy's ``query_reference_value`` sees it: the id, or ``None`` for an
+    argument that is not a valid id (the RVPS then answers null, as upstream's does)."""
+    try:
+        return check_reference_value_id(name)
+    except ReferenceValueError:
+        return None
+
+
 def _utc_seconds(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(microsecond=0)
 

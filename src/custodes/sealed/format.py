@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Final, NoReturn
+from typing import Final
 
+from custodes._internal import strictjson
 from custodes._internal.b64 import b64url_decode, b64url_encode
 from custodes.sealed.errors import (
     MissingSealedPrefix,
@@ -45,30 +46,9 @@ LEGACY_HEADER: Final = "fakejwsheader"
 LEGACY_SIGNATURE: Final = "fakesignature"
 
 
-def _reject_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    obj: dict[str, object] = {}
-    for name, value in pairs:
-        if name in obj:
-            raise ValueError(f"duplicate JSON member {name!r}")
-        obj[name] = value
-    return obj
-
-
-def _reject_constant(name: str) -> NoReturn:
-    raise ValueError(f"non-JSON number {name}")
-
-
 def loads_object(raw: bytes, error: type[SealedFormatError], what: str) -> JsonObject:
-    """Strict JSON object: UTF-8, no duplicate members, no NaN/Infinity; else ``error``."""
-    try:
-        obj = json.loads(
-            raw.decode("utf-8"),
-            object_pairs_hook=_reject_duplicates,
-            parse_constant=_reject_constant,
-        )
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        # json.JSONDecodeError is a ValueError, as are the two hooks' refusals.
-        raise error(f"{what} is not valid JSON: {e}") from e
+    """Strict JSON object (:mod:`custodes._internal.strictjson`); else ``error``."""
+    obj = strictjson.loads(raw, error=lambda why: error(f"{what} is not valid JSON: {why}"))
     if not isinstance(obj, dict):
         raise error(f"{what} is not a JSON object")
     return obj

@@ -19,6 +19,7 @@ from typing import Final, NoReturn
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from custodes._internal import strictjson
 from custodes._internal.atomic import write_atomic
 from custodes._internal.b64 import b64url_decode, b64url_encode
 from custodes.errors import ConfigError, InvalidTeeKey
@@ -137,22 +138,12 @@ def private_jwk(key: ec.EllipticCurvePrivateKey, kid: str) -> JsonObject:
 
 
 def parse_jwk_bytes(raw: bytes) -> JsonObject:
-    """A JWK document: strict JSON object (no duplicate members)."""
-
-    def no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
-        out: dict[str, object] = {}
-        for name, value in pairs:
-            if name in out:
-                raise ValueError(f"duplicate JSON member {name!r}")
-            out[name] = value
-        return out
-
+    """A JWK document: a strict JSON object (:mod:`custodes._internal.strictjson`)."""
     if len(raw) > MAX_KEY_FILE_BYTES:
         _fail(f"JWK is larger than {MAX_KEY_FILE_BYTES} bytes")
-    try:
-        obj = json.loads(raw.decode("utf-8"), object_pairs_hook=no_duplicates)
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise InvalidSigningKey(f"JWK is not valid JSON: {e}") from e
+    obj = strictjson.loads(
+        raw, error=lambda why: InvalidSigningKey(f"JWK is not valid JSON: {why}")
+    )
     if not isinstance(obj, dict):
         _fail("JWK is not a JSON object")
     return obj

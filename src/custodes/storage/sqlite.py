@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from custodes._internal.private_files import (
     FileModeError,
@@ -53,6 +55,12 @@ _INSERT = (
     "expires_at=excluded.expires_at "
     "WHERE kv.expires_at IS NOT NULL AND kv.expires_at <= ?"
 )
+
+
+@dataclass(frozen=True, slots=True)
+class _Result:
+    rows: list[Any]
+    rowcount: int
 
 
 def _check_modes(path: Path) -> None:
@@ -103,18 +111,25 @@ class SqliteStore:
         except sqlite3.Error as e:
             raise StorageError(f"cannot open SQLite store {path}: {e}") from e
 
-    def _run(
-        self, sql: str, args: tuple[object, ...], *, namespace: str | None = None
-    ) -> sqlite3.Cursor:
+    def _run(self, sql: str, args: tuple[object, ...], *, namespace: str | None = None) -> _Result:
+        """One statement, its rows read and its cursor closed under the lock: a SELECT left
+        half-read keeps a read transaction open on the shared connection, and a write that
+        another thread then makes on it fails at once with "database is locked" as soon as
+        another process has written (a stale snapshot cannot be upgraded)."""
         try:
             with self._lock:
-                if namespace is None or not is_volatile(namespace, self._volatile):
-                    return self._db.execute(sql, args)
-                self._db.execute("PRAGMA synchronous=NORMAL")
+                volatile = namespace is not None and is_volatile(namespace, self._volatile)
+                if volatile:
+                    self._db.execute("PRAGMA synchronous=NORMAL")
                 try:
-                    return self._db.execute(sql, args)
+                    cur = self._db.execute(sql, args)
+                    try:
+                        return _Result(cur.fetchall(), cur.rowcount)
+                    finally:
+                        cur.close()
                 finally:
-                    self._db.execute("PRAGMA synchronous=FULL")
+                    if volatile:
+                        self._db.execute("PRAGMA synchronous=FULL")
         except sqlite3.Error as e:
             raise StorageError(f"SQLite store {self.path}: {e}") from e
 
@@ -160,12 +175,12 @@ class SqliteStore:
         return True
 
     def get(self, namespace: str, key: str, *, now: float) -> bytes | None:
-        row = self._run(
+        rows = self._run(
             "SELECT value FROM kv WHERE namespace=? AND key=? "
             "AND (expires_at IS NULL OR expires_at > ?)",
             (namespace, key, now),
-        ).fetchone()
-        return None if row is None else bytes(row[0])
+        ).rows
+        return bytes(rows[0][0]) if rows else None
 
     def set(
         self, namespace: str, key: str, value: bytes, *, expires_at: float | None = None
@@ -215,7 +230,7 @@ class SqliteStore:
             "SELECT key FROM kv WHERE namespace=? AND (expires_at IS NULL OR expires_at > ?) "
             "ORDER BY key",
             (namespace, now),
-        ).fetchall()
+        ).rows
         return [str(r[0]) for r in rows]
 
     def purge_expired(self, now: float) -> int:

@@ -27,10 +27,12 @@ import hashlib
 import hmac
 import json
 import secrets
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Final
 
-from custodes.errors import AdminAuthError, CustodesError
+from custodes._internal.admin_claims import normalize
+from custodes.errors import AdminAuthError, ConfigError, CustodesError
 from custodes.kbs.admin_auth import AdminAuthenticator, AdminIdentity, Role
 from custodes.kbs.broker import Broker
 from custodes.kbs.tenants import DEFAULT_TENANT, namespace
@@ -189,12 +191,21 @@ def check_login_csrf(cookie: str | None, submitted: str | None) -> None:
         raise UiForbidden("the sign-in form expired or came from elsewhere: reload it and retry")
 
 
-def check_same_origin(origin: str | None, fetch_site: str | None, own_origin: str) -> None:
+def check_same_origin(
+    origin: str | None, fetch_site: str | None, own_origins: Collection[str]
+) -> None:
     """A state-changing request must come from the dashboard's own pages: the browser's
-    ``Sec-Fetch-Site`` and ``Origin``, when sent, must say so."""
+    ``Sec-Fetch-Site`` and ``Origin``, when sent, must say so. ``own_origins`` are the
+    normalized origins (``scheme://host:port``) the dashboard is reached at."""
     if fetch_site is not None and fetch_site not in ("same-origin", "none"):
         raise UiForbidden(f"cross-site request refused (Sec-Fetch-Site: {fetch_site[:20]})")
-    if origin is not None and origin != "null" and origin.rstrip("/") != own_origin:
-        raise UiForbidden("cross-origin request refused (Origin does not match)")
+    if origin is None:
+        return
     if origin == "null":
         raise UiForbidden("cross-origin request refused (Origin: null)")
+    try:
+        normalized = normalize(origin)
+    except ConfigError as e:
+        raise UiForbidden("cross-origin request refused (Origin is not a URL)") from e
+    if normalized not in own_origins:
+        raise UiForbidden("cross-origin request refused (Origin does not match)")

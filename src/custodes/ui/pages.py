@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final
 
+from markupsafe import Markup
+
 from custodes.audit.log import AuditEntry, AuditKind, verify_jsonl
 from custodes.errors import CustodesError, NotFound, PolicyError
 from custodes.kbs.broker import RESOURCE_POLICY_ID, Broker, TenantServices
@@ -30,7 +32,7 @@ from custodes.rvps.messages import ReferenceValue
 from custodes.types.json import Json, JsonObject
 from custodes.ui import charts
 from custodes.ui.auth import UiSession
-from custodes.ui.digest import Digests, Record, StreamDigest
+from custodes.ui.digest import ChainStatus, Digests, Record, StreamDigest
 
 PAGE_SIZE: Final = 50
 MAX_DRAFT_CHARS: Final = 64 * 1024
@@ -127,10 +129,9 @@ def reference_values(t: Tenant) -> list[RvRow]:
 
 @dataclass(frozen=True, slots=True)
 class Overview:
-    status: Json
-    chain: object
+    chain: ChainStatus
     window: charts.Window
-    chart: object
+    chart: Markup
     buckets: list[charts.Bucket]
     tees: list[tuple[str, int, str]]
     expiries: list[RvRow]
@@ -158,7 +159,6 @@ def overview(t: Tenant, window_name: str) -> Overview:
             version = store.active_version(policy_id)
             policies[f"{kind}/{policy_id}"] = f"version {version}" if version else "unversioned"
     return Overview(
-        status=None,
         chain=chain,
         window=window,
         chart=charts.activity_svg(data, window),
@@ -367,7 +367,8 @@ def test_denial(
     """Replay a denied request's recorded evidence: the attestation policy (current, or a
     draft) appraises it with the tenant's current reference values, then the resource policy
     (current, or a draft) decides on the denied resource. Nothing is stored or activated."""
-    from custodes.cli.policy import appraise, evaluate_resource
+    from custodes.attestation.appraisal import appraise
+    from custodes.policy.release import evaluate_resource
 
     if len(attestation_draft) > MAX_DRAFT_CHARS or len(resource_draft) > MAX_DRAFT_CHARS:
         raise UiInputError(f"a draft policy is at most {MAX_DRAFT_CHARS} characters")

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources as importlib_resources
 from typing import Any, Final
-from urllib.parse import parse_qsl, quote
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import anyio
 from jinja2 import Environment, PackageLoader, StrictUndefined
@@ -23,8 +23,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from custodes._internal.admin_claims import normalize
 from custodes.audit.log import format_time
-from custodes.errors import AdminAuthError, CustodesError, MalformedMessage, NotFound
+from custodes.errors import AdminAuthError, ConfigError, CustodesError, MalformedMessage, NotFound
 from custodes.kbs import errors as kerr
 from custodes.kbs.admin_auth import AdminForbidden
 from custodes.kbs.broker import Broker
@@ -267,7 +268,7 @@ class Dashboard:
         check_same_origin(
             request.headers.get("origin"),
             request.headers.get("sec-fetch-site"),
-            _own_origin(request),
+            self._origins(request),
         )
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         limit = MAX_MATRIX_FORM_BYTES if call.rest == ["access-matrix"] else MAX_FORM_BYTES
@@ -293,6 +294,18 @@ class Dashboard:
                 raise pages.UiInputError(f"form field {name[:20]!r} given twice")
             form[name] = value
         return form
+
+    def _origins(self, request: Request) -> frozenset[str]:
+        """Where the dashboard is reached: the request's own scheme and Host, and the
+        broker's public URLs (behind a TLS-terminating proxy the request says http)."""
+        found = set()
+        for url in (_own_origin(request), *self.broker.origins.current()):
+            parts = urlsplit(url)
+            try:
+                found.add(normalize(f"{parts.scheme}://{parts.netloc}"))
+            except ConfigError:
+                continue
+        return frozenset(found)
 
     # -- the tenant's pages --
 

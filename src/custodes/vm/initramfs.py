@@ -5,7 +5,8 @@ virtio-pci, virtio-net and virtio-9p (with their dependencies, read from each mo
 
 1. mounts /proc, /sys, /dev and securityfs, loads the modules;
 2. mounts the host's root read-only over virtio-9p at /host (tag ``host``) and the job
-   directory (tag ``job``) at /host/run/custodes-job, with tmpfs over /host/tmp and /host/run;
+   directory (tag ``job``) at /host/run/custodes-job, with a tmpfs over /host/run (the job's
+   TMPDIR is /run/tmp: the host's /tmp stays visible, read-only, so a checkout under /tmp runs);
 3. configures the NIC with the address QEMU user networking expects (10.0.2.15/24);
 4. runs ``/host/run/custodes-job/job.sh`` chrooted into /host (the job calls ``custodes run``);
 5. prints ``CUSTODES-VM-EXIT <status>`` on the console and powers the VM off.
@@ -42,8 +43,9 @@ mount -t devtmpfs devtmpfs /dev
 echo "CUSTODES-VM-T kernel $(cut -d' ' -f1 /proc/uptime)"
 for m in $(cat /modules.order); do insmod "/modules/$m.ko" || echo "insmod $m failed"; done
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose host /host || poweroff -f
-mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /host/tmp
 mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /host/run
+mkdir -p /host/run/tmp
+chmod 1777 /host/run/tmp
 mount -t devtmpfs devtmpfs /host/dev
 mkdir -p /host/dev/shm
 mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /host/dev/shm

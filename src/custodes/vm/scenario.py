@@ -104,7 +104,7 @@ def job_script(sealed_value: str, *, enrol: bool = True, show_evidence: bool = F
         else ""
     )
     return (
-        "export HOME=/tmp PATH=/usr/bin:/bin\n"
+        "export HOME=/run/tmp TMPDIR=/run/tmp PATH=/usr/bin:/bin\n"
         'echo "CUSTODES-VM-T job $(cut -d" " -f1 /proc/uptime)"\n'
         f"{enrolment}"
         f"{capture}"

@@ -807,7 +807,9 @@ def test_tampered_store(log: AuditLog, store: Store, clock: FrozenClock) -> None
     broken(log.verify_stream(STREAM), AuditEntryReordered, 3)
 
 
-def test_tail_deleted_in_the_store(log: AuditLog, store: Store, clock: FrozenClock) -> None:
+def test_tail_deleted_in_the_store(
+    log: AuditLog, store: Store, clock: FrozenClock, key: ec.EllipticCurvePrivateKey
+) -> None:
     """Deleting the newest entries leaves a valid chain; the anchor recorded earlier tells."""
     fill(log, clock)
     anchor = log.head(STREAM)
@@ -815,9 +817,19 @@ def test_tail_deleted_in_the_store(log: AuditLog, store: Store, clock: FrozenClo
     store.delete("audit/acme", "000000000005")
     assert log.verify_stream(STREAM).ok
     broken(log.verify_stream(STREAM, expected_head=anchor), AuditTruncated, 5)
-    # The next append re-uses seq 5: a different entry 5 than the anchor's.
-    log.append(STREAM, "admin", "a", {"after": "deletion"})
+    # A broker started afterwards re-uses seq 5: a different entry 5 than the anchor's.
+    restarted = AuditLog(store, key, clock)
+    restarted.append(STREAM, "admin", "a", {"after": "deletion"})
     broken(log.verify_stream(STREAM, expected_head=anchor), AuditAnchorMismatch, 5)
+
+
+def test_tail_deleted_under_a_running_log(log: AuditLog, store: Store, clock: FrozenClock) -> None:
+    """The running log keeps its head in memory: it goes on after the entry it wrote, so the
+    deleted one shows as a gap, whatever the anchor."""
+    fill(log, clock)
+    store.delete("audit/acme", "000000000005")
+    assert log.append(STREAM, "admin", "a", {"after": "deletion"}).seq == 6
+    broken(log.verify_stream(STREAM), AuditEntryMissing, 5)
 
 
 # --- export and JSON Lines ------------------------------------------------------------------

@@ -22,7 +22,7 @@ import rfc8785
 from custodes.attestation.verifiers.snp.errors import ReportDataMismatch, VekUnavailable
 from custodes.attestation.verifiers.tdx.quote import TdxQuote
 from custodes.cli import main
-from custodes.cli.evidence import describe_failure, failed_step, parse_time
+from custodes.cli.evidence import describe_failure, parse_time
 from custodes.errors import BindingMismatch, MalformedEvidence
 from custodes.guest.attester.sample import SampleAttester
 from custodes.protocol.tee_key import TeeKeyPair
@@ -492,7 +492,7 @@ def test_parse_time_forms() -> None:
 
 
 def test_failure_description_names_step_codes_and_class() -> None:
-    assert failed_step(ReportDataMismatch("x")) == "report-data"
+    assert ReportDataMismatch("x").step == "report-data"
     assert describe_failure(ReportDataMismatch("x")) == (
         "step report-data (binding-mismatch/snp-report-data, ReportDataMismatch)"
     )

@@ -28,13 +28,9 @@ from custodes.attestation.verifiers.tdx.evidence import TdxEvidence
 from custodes.attestation.verifiers.tdx.quote import TdxQuote
 from custodes.attestation.verifiers.tdx.verifier import check_report_data
 from custodes.guest.attester.base import Attester
-from custodes.guest.attester.tdx import (
-    EVENTLOG_END,
-    CcelError,
-    TdxAttester,
-    trim_ccel,
-)
+from custodes.guest.attester.tdx import CcelError, TdxAttester, trim_ccel
 from custodes.guest.attester.tsm import TsmOutputInvalid, TsmProviderMismatch, TsmWriteRace
+from custodes.protocol.evidence.ccel import EVENTLOG_END
 from custodes.types.tee import Tee
 from fake_tsm import FakeTsm
 

@@ -9,7 +9,6 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from k8s_helpers import make_pod
 
 from custodes.initdata.encoding import ANNOTATION_KEY, encode_annotation
 from custodes.k8s.admission import AdmissionRequest, parse_json, parse_review, review
@@ -17,6 +16,7 @@ from custodes.k8s.errors import AdmissionReviewError
 from custodes.k8s.guestconfig import broker_initdata
 from custodes.k8s.webhook_config import WebhookConfig, parse_webhook_config
 from custodes.types.json import Json, JsonObject
+from k8s_helpers import make_pod
 
 BROKER = "https://broker.bank.example:8443"
 CONFIG_TEXT = f"""
@@ -230,7 +230,7 @@ def test_dev_runtime_class_is_allowed_with_a_warning(config: WebhookConfig) -> N
         (b"\xff\xfe", "not UTF-8"),
         (b'{"a": 1, "a": 2}', "duplicate"),
         (b'{"a": NaN}', "not JSON"),
-        (b"[" * 100000 + b"]" * 100000, "deeply"),
+        (b"[" * 100000 + b"]" * 100000, "nested deeper"),
     ],
 )
 def test_parse_json_refusals(body: bytes, needle: str) -> None:

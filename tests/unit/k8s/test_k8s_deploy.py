@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from k8s_helpers import make_pki
 
 from custodes.k8s.schema import validate_object
 from custodes.k8s.yamlio import load_documents
 from custodes.kbs.config import load_config
 from custodes.types.json import JsonObject
+from k8s_helpers import make_pki
 
 REPO = Path(__file__).resolve().parents[3]
 DEPLOY = REPO / "deploy"

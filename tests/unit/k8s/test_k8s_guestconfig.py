@@ -6,7 +6,6 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from k8s_helpers import make_pki
 
 from custodes.errors import ConfigError
 from custodes.initdata.build import build
@@ -20,6 +19,7 @@ from custodes.k8s.guestconfig import (
     normalize_url,
     toml_string,
 )
+from k8s_helpers import make_pki
 
 
 @pytest.mark.parametrize(

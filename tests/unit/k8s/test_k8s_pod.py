@@ -6,7 +6,6 @@ import copy
 from pathlib import Path
 
 import pytest
-from k8s_helpers import make_pki, make_pod
 
 from custodes.initdata.encoding import ANNOTATION_KEY, decode_annotation
 from custodes.k8s.errors import EntrypointUnknown, ManifestError, ManifestSchemaError
@@ -22,6 +21,7 @@ from custodes.k8s.schema import validate_object
 from custodes.k8s.workloads import pod_template
 from custodes.k8s.yamlio import dump_documents, load_documents
 from custodes.types.json import JsonObject
+from k8s_helpers import make_pki, make_pod
 
 BROKER = "https://broker.bank.example:8443"
 

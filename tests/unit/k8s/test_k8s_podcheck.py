@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from k8s_helpers import make_pod
 
 from custodes.initdata.build import build
 from custodes.initdata.encoding import ANNOTATION_KEY, encode_annotation
@@ -13,6 +12,7 @@ from custodes.k8s.guestconfig import broker_initdata, normalize_url
 from custodes.k8s.podcheck import PodRules, check_pod, pod_warnings, secret_reads
 from custodes.k8s.yamlio import load_documents
 from custodes.types.json import JsonObject
+from k8s_helpers import make_pod
 
 BROKER = "https://broker.bank.example:8443"
 RULES = PodRules(

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from k8s_helpers import make_pod
 
 from custodes.errors import ConfigError
 from custodes.k8s.errors import ManifestSchemaError
 from custodes.k8s.schema import DEFAULT_K8S_VERSION, has_schema, validate_object
+from k8s_helpers import make_pod
 
 
 def test_a_valid_pod_validates() -> None:

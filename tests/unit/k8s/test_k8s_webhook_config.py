@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from k8s_helpers import make_pki
 
 from custodes.initdata.encoding import decode_annotation
 from custodes.k8s.errors import WebhookConfigError
 from custodes.k8s.guestconfig import brokers_in
 from custodes.k8s.webhook_config import load_webhook_config, parse_webhook_config
+from k8s_helpers import make_pki
 
 REPO = Path(__file__).resolve().parents[3]
 

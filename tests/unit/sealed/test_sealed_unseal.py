@@ -3,7 +3,7 @@ kids resolve only to keys inside the key directory or at the broker.
 
 ``fetch`` here is a fake: a dict of resource URIs to bytes standing in for the attested
 broker request, which cannot run in a unit test. The real broker path is covered by the CLI
-test against a live broker (test_sealed_cli.py) and by the guest's end-to-end tests.
+test against a live broker (tests/unit/cli/test_cli_secret.py) and by the guest's end-to-end tests.
 """
 
 from __future__ import annotations

@@ -148,7 +148,10 @@ def test_an_entry_replaced_after_verification_breaks_the_next_link() -> None:
         signing_key=SIGNING_KEY,  # the log's own key: a rewrite by the key's holder
     )
     store.insert(f"audit/{STREAM}", key(3), replaced.to_bytes(), now=clock.now())
-    log.append(STREAM, "release", None, {"resource": "default/key/a", "token_id": "tok1"})
+    # Appended by a broker started after the rewrite: a running log keeps its head in memory
+    # and would chain to the entry it wrote itself.
+    restarted = AuditLog(store, SIGNING_KEY, clock)
+    restarted.append(STREAM, "release", None, {"resource": "default/key/a", "token_id": "tok1"})
     status = digests.refresh(STREAM).status()
     assert status.broken_at is not None and status.verified == 4
 

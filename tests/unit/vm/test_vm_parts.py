@@ -168,3 +168,14 @@ def test_a_dynamic_busybox_is_refused(tmp_path: Path) -> None:
     dynamic = Path(sys.executable).resolve()  # a dynamically linked ELF
     with pytest.raises(ConfigError, match="dynamically linked"):
         build_initramfs(kernel, dynamic)
+
+
+def test_the_hosts_tmp_stays_visible_to_the_guest() -> None:
+    """A checkout (and its virtualenv) under /tmp must be reachable from the guest: the init
+    script mounts nothing over the host's /tmp and gives the job a TMPDIR on its own tmpfs."""
+    from custodes.vm.initramfs import INIT_SCRIPT
+
+    mounts = [line.split()[-1] for line in INIT_SCRIPT.splitlines() if line.startswith("mount ")]
+    assert "/host/tmp" not in mounts
+    assert "/host/run" in mounts
+    assert "chmod 1777 /host/run/tmp" in INIT_SCRIPT

@@ -1,7 +1,8 @@
 """TCG2 crypto-agile event logs: the CC event log (CCEL) and the AA event-log entries appended
 to it, parsed into frozen entries and replayed into measurement registers.
 
-Layout (TCG PC Client Platform Firmware Profile §10.2, UEFI 2.10 §38.4):
+Layout (TCG PC Client Platform Firmware Profile §10.2, UEFI 2.10 §38.4; the framing, which
+the guest's TDX attester walks too, is :mod:`custodes.protocol.evidence.ccel`):
 
 * The first event is a SHA-1-format ``TCG_PCR_EVENT`` of type ``EV_NO_ACTION`` carrying the
   ``Spec ID Event03`` structure, which declares the digest algorithms and their sizes.
@@ -40,6 +41,14 @@ from typing import Final
 from cryptography.hazmat.primitives import hashes
 
 from custodes.errors import MalformedEvidence
+from custodes.protocol.evidence.ccel import EV_NO_ACTION as EV_NO_ACTION  # its users read it here
+from custodes.protocol.evidence.ccel import (
+    EVENTLOG_END,
+    Reader,
+    at_end_marker,
+    read_event,
+    read_header_event,
+)
 from custodes.types.json import Json, JsonObject
 
 # --- algorithms and event types ----------------------------------------------------------
@@ -59,7 +68,6 @@ _ALGORITHMS: Final[Mapping[int, tuple[str, int, Callable[[], hashes.HashAlgorith
     ALG_SM3_256: ("SM3", 32, hashes.SM3),
 }
 
-EV_NO_ACTION: Final = 0x3
 EV_SEPARATOR: Final = 0x4
 EV_EVENT_TAG: Final = 0x6
 EV_EFI_BOOT_SERVICES_APPLICATION: Final = 0x80000003
@@ -105,7 +113,6 @@ EVENT_TYPE_NAMES: Final[Mapping[int, str]] = {
 
 _SPEC_ID_SIGNATURE: Final = b"Spec ID Event03\x00"
 _AAEL_TAG_ID: Final = 0x4141454C  # "AAEL" read as a little-endian u32
-_END_MARKERS: Final = (b"\xff" * 8, b"\x00" * 8)
 
 
 def algorithm_name(algorithm: int) -> str:
@@ -209,13 +216,13 @@ class CcEventLog:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> CcEventLog:
-        reader = _Reader(data)
+        reader = Reader(data)
         sizes = _parse_spec_id_event(reader)
         entries: list[EventLogEntry] = []
         while reader.remaining:
-            if reader.remaining < 8:
+            if reader.remaining < len(EVENTLOG_END):
                 raise MalformedEvidence("event log: truncated entry")
-            if reader.peek(8) in _END_MARKERS:
+            if at_end_marker(reader):
                 break
             entries.append(_parse_entry(reader, sizes))
         return cls(digest_sizes=dict(sizes), entries=tuple(entries))
@@ -241,47 +248,8 @@ class CcEventLog:
 # --- log structure -----------------------------------------------------------------------
 
 
-class _Reader:
-    """Bounds-checked little-endian reads; running past the end is ``MalformedEvidence``."""
-
-    __slots__ = ("_data", "_pos")
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self._pos = 0
-
-    @property
-    def remaining(self) -> int:
-        return len(self._data) - self._pos
-
-    def peek(self, n: int) -> bytes:
-        return self._data[self._pos : self._pos + n]
-
-    def take(self, n: int, what: str) -> bytes:
-        if n < 0 or n > self.remaining:
-            raise MalformedEvidence(f"event log: truncated {what}")
-        out = self._data[self._pos : self._pos + n]
-        self._pos += n
-        return out
-
-    def u8(self, what: str) -> int:
-        return self.take(1, what)[0]
-
-    def u16(self, what: str) -> int:
-        value: int = struct.unpack("<H", self.take(2, what))[0]
-        return value
-
-    def u32(self, what: str) -> int:
-        value: int = struct.unpack("<I", self.take(4, what))[0]
-        return value
-
-
-def _parse_spec_id_event(reader: _Reader) -> dict[int, int]:
-    reader.u32("header register index")
-    if reader.u32("header event type") != EV_NO_ACTION:
-        raise MalformedEvidence("event log: the first event is not EV_NO_ACTION")
-    reader.take(20, "header digest")
-    body = _Reader(reader.take(reader.u32("header size"), "header event"))
+def _parse_spec_id_event(reader: Reader) -> dict[int, int]:
+    body = Reader(read_header_event(reader))
     if body.take(16, "Spec ID signature") != _SPEC_ID_SIGNATURE:
         raise MalformedEvidence("event log: the first event is not a Spec ID Event03")
     body.take(4 + 4, "Spec ID platform class and version")  # class, minor, major, errata, uintn
@@ -300,18 +268,12 @@ def _parse_spec_id_event(reader: _Reader) -> dict[int, int]:
     return sizes
 
 
-def _parse_entry(reader: _Reader, sizes: Mapping[int, int]) -> EventLogEntry:
-    index = reader.u32("register index")
-    event_type = reader.u32("event type")
+def _parse_entry(reader: Reader, sizes: Mapping[int, int]) -> EventLogEntry:
+    raw = read_event(reader, sizes)
+    index, event_type, event = raw.index, raw.event_type, raw.data
     if event_type not in EVENT_TYPE_NAMES:
         raise MalformedEvidence(f"event log: unknown event type {event_type:#x}")
-    digests: list[EventDigest] = []
-    for _ in range(reader.u32("digest count")):
-        algorithm = reader.u16("digest algorithm")
-        if algorithm not in sizes:
-            raise MalformedEvidence(f"event log: algorithm {algorithm:#06x} not declared")
-        digests.append(EventDigest(algorithm, reader.take(sizes[algorithm], "digest")))
-    event = reader.take(reader.u32("event size"), "event data")
+    digests = [EventDigest(algorithm, digest) for algorithm, digest in raw.digests]
     try:
         details = _DETAIL_PARSERS.get(event_type, _blank)(event)
     except (ValueError, IndexError, struct.error) as e:

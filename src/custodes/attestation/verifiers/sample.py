@@ -16,11 +16,13 @@ import hmac
 from typing import ClassVar, Final
 
 from custodes._internal.b64 import b64std_decode, b64std_encode
+from custodes._internal.clock import Clock
 from custodes.attestation.verifiers.base import (
     TeeClass,
     VerificationRequest,
     VerifiedClaims,
 )
+from custodes.attestation.verifiers.settings import VerifierSettings
 from custodes.errors import BindingMismatch, MalformedEvidence
 from custodes.types.json import JsonObject
 from custodes.types.tee import Tee
@@ -57,3 +59,8 @@ class SampleVerifier:
         if request.init_data_digest is not None:
             claims["init_data"] = b64std_encode(request.init_data_digest)
         return [VerifiedClaims(tee_class=TeeClass.CPU, claims=claims)]
+
+
+def from_settings(settings: VerifierSettings, clock: Clock, *, network: bool) -> SampleVerifier:
+    """The registry's factory: the sample TEE has nothing to configure."""
+    return SampleVerifier()

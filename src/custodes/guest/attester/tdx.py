@@ -26,23 +26,27 @@ from pathlib import Path
 from typing import ClassVar, Final
 
 from custodes._internal.b64 import b64std_encode
-from custodes.errors import CustodesError
+from custodes.errors import CustodesError, MalformedEvidence
 from custodes.guest.attester.tsm import Tsm, TsmOutputInvalid, TsmProvider
+from custodes.protocol.evidence.ccel import (
+    EVENTLOG_END,
+    Reader,
+    at_end_marker,
+    read_event,
+    read_header_event,
+)
 from custodes.types.json import JsonObject
 from custodes.types.tee import Tee
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CCEL_PATH: Final = Path("/sys/firmware/acpi/tables/data/CCEL")
-EVENTLOG_END: Final = b"\xff" * 8
 TDX_TEE_TYPE: Final = 0x81
 _QUOTE_HEADER_SIZE: Final = 48
-_EV_NO_ACTION: Final = 3
 # TCG algorithm ids of the digests a CC event may carry, and their sizes (upstream's set).
 DIGEST_SIZES: Final = {0x000B: 32, 0x000C: 48, 0x000D: 64, 0x0012: 32}
 _MAX_DIGESTS: Final = 8  # more than any bank count; stops a garbage count early
 _U32: Final = struct.Struct("<I")
-_U16: Final = struct.Struct("<H")
 
 
 class CcelError(CustodesError):
@@ -102,50 +106,17 @@ def check_quote_header(quote: bytes) -> None:
 def trim_ccel(ccel: bytes) -> bytes:
     """The events of a CCEL table, without the unused tail of its area.
 
-    The first event is a SHA-1-format ``TCG_PCR_EVENT`` of type ``EV_NO_ACTION`` (the Spec ID
-    event); each following ``TCG_PCR_EVENT2`` is u32 register, u32 type, u32 digest count,
-    ``count`` x (u16 algorithm, digest), u32 size and the event data. The log ends before the
-    first u64 that is all ones or all zeros (or a shorter such tail), or at the end of the
-    buffer.
+    The events are framed as the broker's parser frames them
+    (:mod:`custodes.protocol.evidence.ccel`); the Spec ID event is not decoded here, and every
+    digest must be of an algorithm of upstream's set (:data:`DIGEST_SIZES`). The log ends
+    before the first u64 that is all ones or all zeros (or a shorter such tail), or at the end
+    of the buffer.
     """
-    # TCG_PCR_EVENT: u32 register, u32 type, 20-byte SHA-1 digest, u32 size, data.
-    event_type = _u32(ccel, 4, "first event type")
-    if event_type != _EV_NO_ACTION:
-        raise CcelError("the CC event log does not start with the Spec ID event")
-    position = 28
-    position += 4 + _u32(ccel, position, "Spec ID event size")
-    if position > len(ccel):
-        raise CcelError("the CC event log's Spec ID event runs past its end")
-    while position < len(ccel):
-        marker = ccel[position : position + 8]  # shorter at the very end of the buffer
-        if marker in (EVENTLOG_END[: len(marker)], bytes(len(marker))):
-            break
-        position = _skip_event(ccel, position)
-    return ccel[:position]
-
-
-def _skip_event(ccel: bytes, position: int) -> int:
-    """The offset after the ``TCG_PCR_EVENT2`` at ``position``."""
-    count = _u32(ccel, position + 8, "digest count")
-    if count > _MAX_DIGESTS:
-        raise CcelError(f"a CC event claims {count} digests")
-    position += 12
-    for _ in range(count):
-        if position + 2 > len(ccel):
-            raise CcelError("the CC event log ends inside a digest")
-        (algorithm,) = _U16.unpack_from(ccel, position)
-        size = DIGEST_SIZES.get(algorithm)
-        if size is None:
-            raise CcelError(f"a CC event has a digest of unknown algorithm {algorithm:#06x}")
-        position += 2 + size
-    position += 4 + _u32(ccel, position, "event size")
-    if position > len(ccel):
-        raise CcelError("a CC event runs past the end of the log")
-    return position
-
-
-def _u32(data: bytes, position: int, what: str) -> int:
-    if position + 4 > len(data):
-        raise CcelError(f"the CC event log ends before the {what}")
-    value: int = _U32.unpack_from(data, position)[0]
-    return value
+    reader = Reader(ccel)
+    try:
+        read_header_event(reader)
+        while reader.remaining and not at_end_marker(reader, short_tail=True):
+            read_event(reader, DIGEST_SIZES, max_digests=_MAX_DIGESTS)
+    except MalformedEvidence as e:
+        raise CcelError(f"the CC event log cannot be walked: {e}") from e
+    return ccel[: reader.position]

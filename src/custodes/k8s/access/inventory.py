@@ -10,13 +10,14 @@ never the value). Which runtime classes run in a TEE is the Kubernetes tooling's
 
 from __future__ import annotations
 
+import base64
+import binascii
 import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final, Literal
 
-from custodes._internal.b64 import b64std_decode
 from custodes.initdata.encoding import ANNOTATION_KEY, decode_annotation
 from custodes.initdata.errors import InitDataError
 from custodes.initdata.format import AGENT_POLICY, AGENT_POLICY_CLAIMS
@@ -353,6 +354,16 @@ def _sealed_value(key: str, raw: bytes, where: str, warnings: list[str]) -> Seal
     return SealedValue(key, "vault", payload.name, sealed.kid or "", sealed.is_signed)
 
 
+def secret_data_bytes(value: str) -> bytes:
+    """A Secret's ``data`` value as Kubernetes reads it: padded standard base64 in which line
+    breaks are ignored (Go's decoder skips CR and LF, and ``kubectl kustomize`` wraps long
+    values at 76 columns). Anything else that is not base64 is refused."""
+    try:
+        return base64.b64decode(value.replace("\r", "").replace("\n", ""), validate=True)
+    except binascii.Error as e:
+        raise ValueError("not padded standard base64") from e
+
+
 def _secret_object(obj: JsonObject, warnings: list[str]) -> SecretObject:
     where, namespace, name = metadata(obj)
     values: dict[str, bytes] = {}
@@ -360,7 +371,7 @@ def _secret_object(obj: JsonObject, warnings: list[str]) -> SecretObject:
         if not isinstance(value, str):
             raise InventoryError(f"{where}: data.{key} is not a string")
         try:
-            values[key] = b64std_decode(value)
+            values[key] = secret_data_bytes(value)
         except ValueError as e:
             raise InventoryError(f"{where}: data.{key} is not base64") from e
     for key, value in get_object(obj, "stringData", where).items():

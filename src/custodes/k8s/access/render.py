@@ -81,7 +81,7 @@ def render_table(matrix: Matrix, *, cell_width: int = 64) -> str:
     if matrix.warnings:
         lines += ["", "warnings:", *(f"  - {w}" for w in matrix.warnings)]
     lines.append("")
-    lines.append("(every path of every cell: --format json, markdown or html)")
+    lines.append("(every path of every cell: -o json, markdown or html)")
     return "\n".join(lines) + "\n"
 
 

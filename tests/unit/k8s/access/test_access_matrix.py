@@ -1169,3 +1169,30 @@ def test_workload_summary_in_json() -> None:
     (engine,) = [w for w in doc["workloads"] if w["id"].startswith("trading/")]
     assert engine["tee"] and engine["agent_policy"]["exec"]["allowed"] is False
     assert engine["brokers"] == ["https://broker.trading.example/tenants/trading"]
+
+
+def test_line_wrapped_secret_data_is_read_as_kubernetes_reads_it() -> None:
+    """`kubectl kustomize` wraps long base64 values at 76 columns; Kubernetes (Go's decoder)
+    skips the line breaks. A sealed value wrapped that way is still recognised as sealed."""
+    from custodes.k8s.access.inventory import secret_data_bytes
+
+    value = sealed_value()
+    encoded = base64.b64encode(value.encode()).decode()
+    wrapped = "\n".join(encoded[i : i + 76] for i in range(0, len(encoded), 76)) + "\n"
+    assert "\n" in wrapped.rstrip("\n")
+    assert secret_data_bytes(wrapped) == value.encode()
+    assert secret_data_bytes(wrapped.replace("\n", "\r\n")) == value.encode()
+    objects = [secret("wrapped", one=value)]
+    objects[0]["data"]["one"] = wrapped
+    inventory = Inventory.from_objects(objects)
+    obj = inventory.secrets[("app", "wrapped")]
+    assert [s.key for s in obj.sealed] == ["one"]
+    assert obj.plain_keys == frozenset()
+
+
+@pytest.mark.parametrize("bad", ["not base64!", "YWJj ZA==", "YWJjZA", "YW\tJjZA=="])
+def test_secret_data_that_kubernetes_refuses_is_refused(bad: str) -> None:
+    from custodes.k8s.access.inventory import secret_data_bytes
+
+    with pytest.raises(ValueError, match="not padded standard base64"):
+        secret_data_bytes(bad)

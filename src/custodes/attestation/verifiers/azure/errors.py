@@ -37,7 +37,8 @@ class TdQuoteUnverified(CollateralError):
     code = "az-tdx-no-collateral"
 
 
-class HclBindingMismatch(BindingMismatch):
+# Its own step, not the session binding: the hardware report does not bind the HCL's runtime data.
+class HclBindingMismatch(BindingMismatch, step="hcl-binding"):
     """Step 3: the hardware report does not bind this HCL report (report_data[0:32] is not
     SHA-256 of the runtime data; for TDX also: the HCL's TD report is not the quoted one)."""
 

@@ -38,7 +38,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
-import json
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from typing import Final
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from custodes._internal import strictjson
 from custodes._internal.b64 import b64url_decode
 from custodes.attestation.verifiers.azure.errors import HclBindingMismatch, HclReportInvalid
 from custodes.types.json import Json, JsonObject
@@ -72,19 +72,6 @@ class HwReportType(IntEnum):
 
     SNP = 2
     TDX = 4
-
-
-def _no_duplicates(pairs: list[tuple[str, Json]]) -> JsonObject:
-    obj: JsonObject = {}
-    for key, value in pairs:
-        if key in obj:
-            raise HclReportInvalid(f"runtime data JSON repeats the member {key!r}")
-        obj[key] = value
-    return obj
-
-
-def _refuse_constant(name: str) -> Json:
-    raise HclReportInvalid(f"runtime data JSON contains {name}")
 
 
 def _b64url_member(jwk: Mapping[str, Json], member: str) -> str:
@@ -135,14 +122,10 @@ class RuntimeData:
 
     @classmethod
     def from_bytes(cls, var_data: bytes) -> RuntimeData:
-        try:
-            obj = json.loads(
-                var_data.decode("utf-8"),
-                object_pairs_hook=_no_duplicates,
-                parse_constant=_refuse_constant,
-            )
-        except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
-            raise HclReportInvalid("the HCL runtime data is not UTF-8 JSON") from e
+        obj = strictjson.loads(
+            var_data,
+            error=lambda why: HclReportInvalid(f"the HCL runtime data is not strict JSON: {why}"),
+        )
         if not isinstance(obj, dict):
             raise HclReportInvalid("the HCL runtime data is not a JSON object")
         keys = obj.get("keys")

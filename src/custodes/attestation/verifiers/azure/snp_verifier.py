@@ -9,15 +9,15 @@ signs the vTPM quote; the quote carries the session's binding digest and the PCR
    TPMS_ATTEST -> :class:`~custodes.errors.MalformedEvidence` (subclasses
    :class:`.errors.EvidenceVersionUnsupported`, :class:`.errors.HclReportInvalid`). The HCL
    report must embed an SNP report.
-2. **SNP report** (``snp.errors``), with the ``snp`` verifier's parts (pinned AMD roots and
-   chain checks of ``snp/certs.py``, ``check_tcb``): (a) version 3..5
-   (``ReportVersionUnsupported``); (b) ECDSA P-384 by a VCEK (``SignatureAlgorithmUnsupported``;
-   the evidence carries a VCEK, never a VLEK); (c) VMPL 0, where the HCL runs
-   (``VmplNotZero``); (d) the generation from CPUID (``ProcessorUnsupported``) and ARK -> ASK ->
-   VCEK under the pinned roots and the clock (``VekChainInvalid``); (e) the VCEK's hwID is the
-   CHIP_ID (``HwIdMismatch``) and its SPLs are REPORTED_TCB (``TcbMismatch``); (f) the report
-   signature (``ReportSignatureInvalid``). Upstream accepts Milan only; every generation with
-   pinned roots is accepted here.
+2. **SNP report** (``snp.errors``), with the ``snp`` verifier's report checks (``snp/checks.py``)
+   and its pinned AMD roots and chain checks (``snp/certs.py``): (a) version 3..5
+   (``ReportVersionUnsupported``); (b) ECDSA P-384 by a VCEK (``SignatureAlgorithmUnsupported``; the
+   evidence carries a VCEK, never a VLEK); (c) VMPL 0, where the HCL runs (``VmplNotZero``); (d) the
+   generation from CPUID (``ProcessorUnsupported``) and ARK -> ASK -> VCEK under the pinned roots
+   and the clock (``VekChainInvalid``); (e) the VCEK's hwID is the CHIP_ID (``HwIdMismatch``) and
+   its SPLs are REPORTED_TCB (``TcbMismatch``); (f) the report signature
+   (``ReportSignatureInvalid``). Upstream accepts Milan only; every generation with pinned roots is
+   accepted here.
 3. **HCL binding**: REPORT_DATA[0:32] == SHA-256(var_data) -> :class:`.errors.HclBindingMismatch`.
 4. - 7. **vTPM quote** (``vtpm.py``): AK signature, ``extraData`` == binding digest exactly (and
    the v2 ``user-data``), PCR digest, the event log (``cc_eventlog``) replayed to the PCRs
@@ -33,24 +33,18 @@ signs the vTPM quote; the quote carries the session's binding digest and the PCR
 
 **Caches** (a chip's VCEK and a VM's AK do not change between reports; every step still runs
 on every call): the ``snp`` chain cache (verified VEK per DER, validity windows re-checked
-against the clock), the VCEK's ``VekInfo`` per verified VEK (:data:`MAX_CACHED_VEK_INFOS`), and
+against the clock), the VCEK's ``VekInfo`` per verified VEK (``snp/checks.py``), and
 the AK's RSA key per JWK (``hcl.py``). Reports, runtime data and quotes are never cached.
 """
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Final
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-
 from custodes._internal.b64 import b64std_encode
-from custodes._internal.bounded_cache import BoundedCache
+from custodes._internal.clock import Clock
 from custodes.attestation.verifiers.azure.config import AzureVerifierConfig
 from custodes.attestation.verifiers.azure.errors import HclReportInvalid
 from custodes.attestation.verifiers.azure.evidence import AzSnpEvidence
@@ -61,36 +55,26 @@ from custodes.attestation.verifiers.azure.hcl import (
 )
 from custodes.attestation.verifiers.azure.vtpm import verify_vtpm
 from custodes.attestation.verifiers.base import TeeClass, VerificationRequest, VerifiedClaims
-from custodes.attestation.verifiers.snp.certs import (
-    TURIN_HWID_SIZE,
-    AmdRoots,
-    ChainVerifier,
-    VekInfo,
-    VerifiedVek,
-    pinned_roots,
+from custodes.attestation.verifiers.settings import VerifierSettings
+from custodes.attestation.verifiers.snp.certs import AmdRoots, ChainVerifier, pinned_roots
+from custodes.attestation.verifiers.snp.checks import (
+    VekExtensionCheck,
+    check_report_signature,
+    check_signature_algorithm,
+    check_version,
+    check_vmpl,
+    issuer_generation,
+    report_generation,
 )
-from custodes.attestation.verifiers.snp.errors import (
-    HwIdMismatch,
-    ProcessorUnsupported,
-    ReportSignatureInvalid,
-    ReportVersionUnsupported,
-    SignatureAlgorithmUnsupported,
-    VmplNotZero,
-)
-from custodes.attestation.verifiers.snp.report import ECDSA_P384_SHA384, SigningKey, SnpReport
+from custodes.attestation.verifiers.snp.report import SigningKey, SnpReport
 from custodes.attestation.verifiers.snp.tcb import Generation
-from custodes.attestation.verifiers.snp.verifier import (
-    MAX_REPORT_VERSION,
-    MIN_REPORT_VERSION,
-    check_tcb,
-    snp_claims,
-)
+from custodes.attestation.verifiers.snp.verifier import snp_claims
 from custodes.attestation.verifiers.tpm.structures import TpmsAttest
 from custodes.types.json import JsonObject
 from custodes.types.tee import Tee
 
-HCL_VMPL: Final = 0
-MAX_CACHED_VEK_INFOS: Final = 1024
+# The evidence carries a VCEK, never a VLEK.
+AZURE_VEK: Final = (SigningKey.VCEK,)
 
 # snp_claims names that upstream's az-snp-vtpm verifier reports, as strings.
 _STRING_CLAIMS: Final = (
@@ -162,13 +146,8 @@ class AzSnpVtpmVerifier:
         """``roots`` replaces the pinned AMD roots (tests with a synthetic PKI only)."""
         self._config = config or AzureVerifierConfig()
         self._chains = ChainVerifier(pinned_roots() if roots is None else roots)
-        # VekInfo per verified VEK, as the snp verifier keeps it: keyed by the identity of the
-        # VerifiedVek that the chain cache returns for the same DER (the entry holds it, so its
-        # id cannot be reused while the entry lives). The chain check, with its validity
-        # windows against the clock, still runs on every call.
-        self._infos: BoundedCache[int, tuple[VerifiedVek, VekInfo]] = BoundedCache(
-            MAX_CACHED_VEK_INFOS
-        )
+        # The chain check, with its validity windows against the clock, runs on every call.
+        self._vek_extensions = VekExtensionCheck()
 
     def verify(self, request: VerificationRequest) -> list[VerifiedClaims]:
         if request.tee is not Tee.AZ_SNP_VTPM:
@@ -189,72 +168,23 @@ class AzSnpVtpmVerifier:
         return [VerifiedClaims(TeeClass.CPU, az_snp_claims(report) | vtpm)]  # (8)
 
     def check_snp_report(self, report: SnpReport, vcek_der: bytes) -> None:
-        """Step 2: the SNP report is genuine, from VMPL 0, signed by this chip's VCEK."""
-        if not MIN_REPORT_VERSION <= report.version <= MAX_REPORT_VERSION:  # (2a)
-            raise ReportVersionUnsupported(
-                f"SNP report version {report.version} is not within "
-                f"{MIN_REPORT_VERSION}..{MAX_REPORT_VERSION}"
-            )
-        if report.signature_algo != ECDSA_P384_SHA384:  # (2b)
-            raise SignatureAlgorithmUnsupported(
-                f"SIGNATURE_ALGO {report.signature_algo} is not ECDSA P-384 with SHA-384"
-            )
-        if report.key_info.signing_key != SigningKey.VCEK:
-            raise SignatureAlgorithmUnsupported(
-                f"SIGNING_KEY {report.key_info.signing_key}: Azure evidence carries a VCEK"
-            )
-        if report.vmpl != HCL_VMPL:  # (2c)
-            raise VmplNotZero(f"the report comes from VMPL {report.vmpl}, not VMPL 0")
-        generation = self._generation(report, vcek_der)  # (2d)
+        """Step 2: the SNP report is genuine, from VMPL 0, signed by this chip's VCEK (the
+        ``snp`` verifier's report checks, ``snp/checks.py``)."""
+        check_version(report)  # (2a)
+        check_signature_algorithm(report, AZURE_VEK)  # (2b)
+        check_vmpl(report)  # (2c): where the HCL runs
+        generation = report_generation(report)  # (2d)
+        if generation is None:
+            # CPUID zeroed by the firmware: the VCEK's issuer names the generation, and the
+            # chain must then verify under that generation's pinned roots.
+            generation = issuer_generation(self._chains, vcek_der, SigningKey.VCEK)
         vek = self._chains.verify(
             vcek_der, SigningKey.VCEK, generation, now=self._config.clock.now()
         )
-        info = self._vek_info(vek)  # (2e)
-        _check_hwid(info, report, generation)
-        check_tcb(info, report, generation)
-        _check_signature(report, vek)  # (2f)
-
-    def _vek_info(self, vek: VerifiedVek) -> VekInfo:
-        cached = self._infos.get(id(vek))
-        if cached is not None and cached[0] is vek:
-            return cached[1]
-        info = VekInfo.from_certificate(vek.certificate)
-        self._infos.put(id(vek), (vek, info))
-        return info
-
-    def _generation(self, report: SnpReport, vcek_der: bytes) -> Generation:
-        generation = report.generation
-        if generation is not None:
-            return generation
-        if report.cpuid_known:
-            raise ProcessorUnsupported(
-                f"CPUID family {report.cpuid_fam_id:#x} model {report.cpuid_mod_id:#x} "
-                "is not Milan, Genoa or Turin"
-            )
-        # CPUID zeroed by the firmware: the VCEK's issuer names the generation, and the chain
-        # must then verify under that generation's pinned roots.
-        candidates = self._chains.generations_for(vcek_der, SigningKey.VCEK)
-        if not candidates:
-            raise ProcessorUnsupported("no pinned ASK issued the evidence's VCEK")
-        return candidates[0]
+        self._vek_extensions.check(report, vek)  # (2e)
+        check_report_signature(report, vek)  # (2f)
 
 
-def _check_hwid(info: VekInfo, report: SnpReport, generation: Generation) -> None:
-    if info.hwid is None:
-        raise HwIdMismatch("the VCEK has no hwID extension")
-    if len(info.hwid) == TURIN_HWID_SIZE and generation is Generation.TURIN:
-        expected = report.chip_id[:TURIN_HWID_SIZE]
-    else:
-        expected = report.chip_id
-    if not hmac.compare_digest(info.hwid, expected):
-        raise HwIdMismatch("the VCEK was issued for another chip (hwID != CHIP_ID)")
-
-
-def _check_signature(report: SnpReport, vek: VerifiedVek) -> None:
-    r, s = report.signature_ints
-    try:
-        vek.public_key.verify(
-            encode_dss_signature(r, s), report.signed_bytes, ec.ECDSA(hashes.SHA384())
-        )
-    except InvalidSignature as e:
-        raise ReportSignatureInvalid("the SNP report is not signed by this VCEK") from e
+def from_settings(settings: VerifierSettings, clock: Clock, *, network: bool) -> AzSnpVtpmVerifier:
+    """The registry's factory: the evidence carries its VCEK, so only the clock is needed."""
+    return AzSnpVtpmVerifier(AzureVerifierConfig(clock=clock))

@@ -34,7 +34,10 @@ import hmac
 from dataclasses import dataclass
 from typing import ClassVar
 
+import httpx
+
 from custodes._internal.b64 import b64std_encode
+from custodes._internal.clock import Clock
 from custodes.attestation.verifiers.azure.config import AzureVerifierConfig
 from custodes.attestation.verifiers.azure.errors import (
     HclBindingMismatch,
@@ -50,7 +53,8 @@ from custodes.attestation.verifiers.azure.hcl import (
 from custodes.attestation.verifiers.azure.tdreport import TdReport
 from custodes.attestation.verifiers.azure.vtpm import verify_vtpm
 from custodes.attestation.verifiers.base import TeeClass, VerificationRequest, VerifiedClaims
-from custodes.attestation.verifiers.tdx import TdxQuote, TdxVerifier
+from custodes.attestation.verifiers.settings import VerifierSettings
+from custodes.attestation.verifiers.tdx import TdxQuote, TdxVerifier, httpx_fetcher
 from custodes.attestation.verifiers.tpm.structures import TpmsAttest
 from custodes.types.json import JsonObject
 from custodes.types.tee import Tee
@@ -152,3 +156,17 @@ class AzTdxVtpmVerifier:
             report_data=parsed.td_quote.report_data,
         )
         return self._tdx.verify(tdx_request)[0].claims
+
+
+def from_settings(settings: VerifierSettings, clock: Clock, *, network: bool) -> AzTdxVtpmVerifier:
+    """The registry's factory: the TD quote's collateral as for the ``tdx`` verifier (the PCCS
+    only with ``network``)."""
+    pccs_url = settings.tdx_pccs_url if network else None
+    return AzTdxVtpmVerifier(
+        AzureVerifierConfig(
+            clock=clock,
+            tdx_collateral_path=settings.tdx_collateral,
+            tdx_pccs_url=pccs_url,
+            tdx_fetcher=httpx_fetcher(httpx.Client()) if pccs_url else None,
+        )
+    )

@@ -8,13 +8,13 @@ from __future__ import annotations
 from custodes.errors import BindingMismatch, ChainInvalid, SignatureInvalid, VerificationError
 
 
-class ArchitectureUnsupported(VerificationError):
+class ArchitectureUnsupported(VerificationError, step="architecture"):
     """Step 2: the device is not a Hopper GPU (the only architecture verified locally)."""
 
     code = "nvidia-architecture"
 
 
-class SpdmMessageInvalid(VerificationError):
+class SpdmMessageInvalid(VerificationError, step="spdm-message"):
     """Step 3: the SPDM exchange is well formed but is not a signed SPDM 1.1
     GET_MEASUREMENTS / MEASUREMENTS pair for all measurements."""
 
@@ -28,7 +28,7 @@ class DeviceChainInvalid(ChainInvalid):
     code = "nvidia-device-chain"
 
 
-class FwidMismatch(ChainInvalid):
+class FwidMismatch(ChainInvalid, step="fwid"):
     """Step 5: the leaf certificate's DICE FWID is missing or is not the report's FWID."""
 
     code = "nvidia-fwid"

@@ -64,6 +64,7 @@ from custodes.attestation.verifiers.nvidia.spdm import (
     HopperReport,
     check_exchange,
 )
+from custodes.attestation.verifiers.settings import VerifierSettings
 from custodes.types.json import JsonObject
 from custodes.types.tee import Tee
 
@@ -170,3 +171,9 @@ def gpu_claims(gpu: VerifiedGpu) -> JsonObject:
         "measurements": {str(i): v.hex() for i, v in sorted(gpu.report.measurements.items())},
         "config": dict(gpu.report.response.opaque.config),
     }
+
+
+def from_settings(settings: VerifierSettings, clock: Clock, *, network: bool) -> NvidiaVerifier:
+    """The registry's factory: device evidence only (additional evidence next to a CPU TEE),
+    verified fully offline against the pinned root."""
+    return NvidiaVerifier(NvidiaVerifierConfig(clock=clock))

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
+import httpx
+
 from custodes._internal.bounded_cache import BoundedCache
 from custodes.attestation.verifiers.snp.certs import load_der_certificate
 from custodes.attestation.verifiers.snp.errors import VekChainInvalid, VekUnavailable
@@ -33,6 +35,17 @@ MAX_VCEK_SIZE: Final = 16 * 1024
 _MAX_CACHED_URLS: Final = 1024
 
 Fetcher = Callable[[str], bytes]
+
+
+def httpx_fetcher(client: httpx.Client, timeout: float = 10.0) -> Fetcher:
+    """A :data:`Fetcher` over an ``httpx.Client`` (non-2xx answers raise)."""
+
+    def fetch(url: str) -> bytes:
+        response = client.get(url, timeout=timeout)
+        response.raise_for_status()
+        return bytes(response.content)
+
+    return fetch
 
 
 def hwid_hex(generation: Generation, chip_id: bytes) -> str:

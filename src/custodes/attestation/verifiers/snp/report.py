@@ -1,7 +1,7 @@
-"""The 1184-byte SEV-SNP ATTESTATION_REPORT: one layout table, one parser.
+"""The 1184-byte SEV-SNP ATTESTATION_REPORT: one parser over the layout table.
 
-Offsets from the SEV-SNP Firmware ABI specification (AMD #56860, "ATTESTATION_REPORT
-Structure"); little-endian integers. The signature covers bytes ``[0x000, 0x2A0)``.
+The layout (offsets from the SEV-SNP Firmware ABI specification, AMD #56860) is the guest's as
+well, so it lives on the ground floor: :mod:`custodes.protocol.evidence.snp_report`.
 ``SnpReport.from_bytes`` is the only way to build a report; it keeps ``raw`` and
 ``signed_bytes`` so the signature is checked over the original bytes.
 """
@@ -10,66 +10,34 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum
-from types import MappingProxyType
-from typing import Final, NamedTuple
+from typing import Final
 
-from custodes.attestation.verifiers.snp.tcb import (
-    TURIN_FAMILY,
-    Generation,
+from custodes.attestation.verifiers.snp.tcb import Generation, generation_from_cpuid
+from custodes.protocol.evidence.snp_report import (
+    LAYOUT,
+    REPORT_SIZE,
+    SIGNATURE_COMPONENT_SIZE,
+    SIGNED_SIZE,
+    ReportBytes,
+    Span,
     TcbVersion,
-    generation_from_cpuid,
 )
-from custodes.errors import MalformedEvidence
 
-REPORT_SIZE: Final = 0x4A0  # 1184
-SIGNED_SIZE: Final = 0x2A0
-SIGNATURE_COMPONENT_SIZE: Final = 72  # r and s, little-endian, zero-extended from 48 bytes
+__all__ = [
+    "ECDSA_P384_SHA384",
+    "LAYOUT",
+    "REPORT_SIZE",
+    "SIGNATURE_COMPONENT_SIZE",
+    "SIGNED_SIZE",
+    "GuestPolicy",
+    "KeyInfo",
+    "PlatformInfo",
+    "SigningKey",
+    "SnpReport",
+    "Span",
+]
+
 ECDSA_P384_SHA384: Final = 1  # SIGNATURE_ALGO value
-
-
-class Span(NamedTuple):
-    offset: int
-    size: int
-
-
-# fmt: off
-LAYOUT: Final = MappingProxyType({
-    "version":            Span(0x000, 4),
-    "guest_svn":          Span(0x004, 4),
-    "policy":             Span(0x008, 8),
-    "family_id":          Span(0x010, 16),
-    "image_id":           Span(0x020, 16),
-    "vmpl":               Span(0x030, 4),
-    "signature_algo":     Span(0x034, 4),
-    "current_tcb":        Span(0x038, 8),
-    "platform_info":      Span(0x040, 8),
-    "key_info":           Span(0x048, 4),   # 0x04C..0x050 reserved
-    "report_data":        Span(0x050, 64),
-    "measurement":        Span(0x090, 48),
-    "host_data":          Span(0x0C0, 32),
-    "id_key_digest":      Span(0x0E0, 48),
-    "author_key_digest":  Span(0x110, 48),
-    "report_id":          Span(0x140, 32),
-    "report_id_ma":       Span(0x160, 32),
-    "reported_tcb":       Span(0x180, 8),
-    "cpuid_fam_id":       Span(0x188, 1),   # version 3+
-    "cpuid_mod_id":       Span(0x189, 1),   # version 3+
-    "cpuid_step":         Span(0x18A, 1),   # version 3+; 0x18B..0x1A0 reserved
-    "chip_id":            Span(0x1A0, 64),
-    "committed_tcb":      Span(0x1E0, 8),
-    "current_build":      Span(0x1E8, 1),
-    "current_minor":      Span(0x1E9, 1),
-    "current_major":      Span(0x1EA, 1),   # 0x1EB reserved
-    "committed_build":    Span(0x1EC, 1),
-    "committed_minor":    Span(0x1ED, 1),
-    "committed_major":    Span(0x1EE, 1),   # 0x1EF reserved
-    "launch_tcb":         Span(0x1F0, 8),
-    "launch_mit_vector":  Span(0x1F8, 8),   # version 5+
-    "current_mit_vector": Span(0x200, 8),   # version 5+; 0x208..0x2A0 reserved
-    "signature_r":        Span(0x2A0, 72),
-    "signature_s":        Span(0x2E8, 72),  # 0x330..0x4A0 reserved
-})
-# fmt: on
 
 
 class SigningKey(IntEnum):
@@ -227,25 +195,11 @@ class SnpReport:
         """Parse exactly ``REPORT_SIZE`` bytes; anything else is ``MalformedEvidence``."""
         if not isinstance(data, bytes | bytearray | memoryview):
             raise TypeError("an SNP report is bytes")
-        raw = bytes(data)
-        if len(raw) != REPORT_SIZE:
-            raise MalformedEvidence(f"SNP report is {len(raw)} bytes, expected {REPORT_SIZE}")
-
-        def field(name: str) -> bytes:
-            offset, size = LAYOUT[name]
-            return raw[offset : offset + size]
-
-        def uint(name: str) -> int:
-            return int.from_bytes(field(name), "little")
-
-        version = uint("version")
+        report = ReportBytes.of(bytes(data))
+        raw, field, uint, tcb = report.raw, report.field, report.uint, report.tcb
+        version = report.version
         has_cpuid = version >= 3
         family = uint("cpuid_fam_id") if has_cpuid else None
-        # Turin moved the SPL bytes (tcb.py); only a v3+ report can say it is Turin.
-        turin = family == TURIN_FAMILY
-
-        def tcb(name: str) -> TcbVersion:
-            return TcbVersion.from_bytes(field(name), turin=turin)
 
         has_mit = version >= 5
         return cls(

@@ -1,6 +1,7 @@
 """The AMD SEV-SNP verifier: a numbered checklist, one error class per step.
 
 (1) parse the evidence (evidence.py, report.py): MalformedEvidence.
+Steps 2-7 are the report checks shared with the az-snp-vtpm verifier (checks.py).
 (2) report version within 3..5: ReportVersionUnsupported.
 (3) SIGNATURE_ALGO is ECDSA P-384/SHA-384 and SIGNING_KEY is VCEK or VLEK:
     SignatureAlgorithmUnsupported.
@@ -34,38 +35,39 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Final
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+import httpx
 
-from custodes._internal.bounded_cache import BoundedCache
 from custodes._internal.clock import Clock, SystemClock
 from custodes.attestation.verifiers.base import TeeClass, VerificationRequest, VerifiedClaims
+from custodes.attestation.verifiers.settings import VerifierSettings
 from custodes.attestation.verifiers.snp.certs import (
-    TURIN_HWID_SIZE,
     AmdRoots,
     ChainVerifier,
-    VekInfo,
     VerifiedVek,
     pinned_roots,
 )
-from custodes.attestation.verifiers.snp.collateral import KDS_BASE_URL, Fetcher, VcekSources
+from custodes.attestation.verifiers.snp.checks import (
+    VekExtensionCheck,
+    check_report_signature,
+    check_signature_algorithm,
+    check_version,
+    check_vmpl,
+    issuer_generation,
+    report_generation,
+)
+from custodes.attestation.verifiers.snp.collateral import (
+    KDS_BASE_URL,
+    Fetcher,
+    VcekSources,
+    httpx_fetcher,
+)
 from custodes.attestation.verifiers.snp.errors import (
     HostDataMismatch,
-    HwIdMismatch,
-    ProcessorUnsupported,
     ReportDataMismatch,
-    ReportSignatureInvalid,
-    ReportVersionUnsupported,
-    SignatureAlgorithmUnsupported,
-    TcbMismatch,
-    VekExtensionInvalid,
     VekUnavailable,
-    VmplNotZero,
 )
 from custodes.attestation.verifiers.snp.evidence import SnpEvidence
-from custodes.attestation.verifiers.snp.report import ECDSA_P384_SHA384, SigningKey, SnpReport
+from custodes.attestation.verifiers.snp.report import SigningKey, SnpReport
 from custodes.attestation.verifiers.snp.tcb import Generation
 from custodes.errors import MalformedEvidence
 from custodes.types.json import JsonObject
@@ -73,11 +75,8 @@ from custodes.types.tee import Tee
 
 logger = logging.getLogger(__name__)
 
-MIN_REPORT_VERSION: Final = 3
-MAX_REPORT_VERSION: Final = 5
 REPORT_DATA_SIZE: Final = 64
 HOST_DATA_SIZE: Final = 32
-_MAX_CACHED_INFOS: Final = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,23 +111,19 @@ class SnpVerifier:
         self._sources = VcekSources(
             self._config.vcek_store_dir, self._config.kds_fetcher, self._config.kds_base_url
         )
-        # Shared by the worker threads that verify concurrently: bounded and locked.
-        self._infos: BoundedCache[int, tuple[VerifiedVek, VekInfo]] = BoundedCache(
-            _MAX_CACHED_INFOS
-        )
+        self._vek_extensions = VekExtensionCheck()
 
     def verify(self, request: VerificationRequest) -> list[VerifiedClaims]:
         if request.tee is not Tee.SNP:
             raise ValueError(f"the SNP verifier cannot verify {request.tee} evidence")
         evidence = SnpEvidence.from_json(request.evidence)  # (1)
         report = evidence.report
-        _check_version(report)  # (2)
-        kind = _check_signature_algorithm(report)  # (3)
-        if report.vmpl != 0:  # (4)
-            raise VmplNotZero(f"the report comes from VMPL {report.vmpl}, not VMPL 0")
+        check_version(report)  # (2)
+        kind = check_signature_algorithm(report)  # (3)
+        check_vmpl(report)  # (4)
         vek = self._verified_vek(evidence, kind)  # (5)
-        self._check_vek_extensions(report, vek)  # (6)
-        _check_report_signature(report, vek)  # (7)
+        self._vek_extensions.check(report, vek)  # (6)
+        check_report_signature(report, vek)  # (7)
         _check_report_data(report, request.report_data)  # (8)
         _check_host_data(report, request.init_data_digest)  # (9)
         return [VerifiedClaims(TeeClass.CPU, snp_claims(report))]  # (10)
@@ -137,12 +132,7 @@ class SnpVerifier:
     def _verified_vek(self, evidence: SnpEvidence, kind: SigningKey) -> VerifiedVek:
         report = evidence.report
         now = self._config.clock.now()
-        generation = report.generation
-        if generation is None and report.cpuid_known:
-            raise ProcessorUnsupported(
-                f"CPUID family {report.cpuid_fam_id:#x} model {report.cpuid_mod_id:#x} "
-                "is not Milan, Genoa or Turin"
-            )
+        generation = report_generation(report)
         provided = evidence.entries(kind.name)
         if len(provided) > 1:
             raise MalformedEvidence(f"the evidence carries {len(provided)} {kind.name}s, not one")
@@ -153,10 +143,7 @@ class SnpVerifier:
             if generation is None:
                 # A report without CPUID (zeroed by firmware): the VEK's issuer names its
                 # generation; the chain check below still has to pass for it.
-                candidates = self._chains.generations_for(vek_der, kind)
-                if not candidates:
-                    raise ProcessorUnsupported("no pinned ASK/ASVK issued the evidence's VEK")
-                generation = candidates[0]
+                generation = issuer_generation(self._chains, vek_der, kind)
             return self._chains.verify(
                 vek_der,
                 kind,
@@ -179,82 +166,6 @@ class SnpVerifier:
             provided_arks=arks,
             provided_intermediates=intermediates,
         )
-
-    # (6) ------------------------------------------------------------------------------
-    def _check_vek_extensions(self, report: SnpReport, vek: VerifiedVek) -> None:
-        # Keyed by the cached VerifiedVek's identity; holding it keeps the id from reuse.
-        cached = self._infos.get(id(vek))
-        if cached is not None and cached[0] is vek:
-            info = cached[1]
-        else:
-            info = VekInfo.from_certificate(vek.certificate)
-            self._infos.put(id(vek), (vek, info))
-        if vek.kind is SigningKey.VCEK:
-            _check_hwid(info, report, vek.generation)
-        check_tcb(info, report, vek.generation)
-
-
-def _check_version(report: SnpReport) -> None:
-    if not MIN_REPORT_VERSION <= report.version <= MAX_REPORT_VERSION:
-        raise ReportVersionUnsupported(
-            f"SNP report version {report.version} is not within "
-            f"{MIN_REPORT_VERSION}..{MAX_REPORT_VERSION}"
-            + ("; update the host's SNP firmware" if report.version < MIN_REPORT_VERSION else "")
-        )
-
-
-def _check_signature_algorithm(report: SnpReport) -> SigningKey:
-    if report.signature_algo != ECDSA_P384_SHA384:
-        raise SignatureAlgorithmUnsupported(
-            f"SIGNATURE_ALGO {report.signature_algo} is not ECDSA P-384 with SHA-384"
-        )
-    signing_key = report.key_info.signing_key
-    if signing_key == SigningKey.VCEK:
-        return SigningKey.VCEK
-    if signing_key == SigningKey.VLEK:
-        return SigningKey.VLEK
-    raise SignatureAlgorithmUnsupported(f"SIGNING_KEY {signing_key} is neither VCEK nor VLEK")
-
-
-def _check_hwid(info: VekInfo, report: SnpReport, generation: Generation) -> None:
-    if info.hwid is None:
-        raise HwIdMismatch("the VCEK has no hwID extension")
-    if len(info.hwid) == TURIN_HWID_SIZE and generation is Generation.TURIN:
-        expected = report.chip_id[:TURIN_HWID_SIZE]
-    else:
-        expected = report.chip_id
-    if not hmac.compare_digest(info.hwid, expected):
-        raise HwIdMismatch("the VCEK was issued for another chip (hwID != CHIP_ID)")
-
-
-def check_tcb(info: VekInfo, report: SnpReport, generation: Generation) -> None:
-    """The VEK's SPL extensions equal REPORTED_TCB (fmc too on Turin)."""
-    tcb = report.reported_tcb
-    pairs: list[tuple[str, int | None, int | None]] = [
-        ("bootloader", info.bootloader, tcb.bootloader),
-        ("tee", info.tee, tcb.tee),
-        ("snp", info.snp, tcb.snp),
-        ("microcode", info.microcode, tcb.microcode),
-    ]
-    if generation is Generation.TURIN:
-        if info.fmc is None:
-            raise VekExtensionInvalid("a Turin VEK has an fmcSPL extension")
-        pairs.append(("fmc", info.fmc, tcb.fmc))
-    for name, certified, reported in pairs:
-        if certified != reported:
-            raise TcbMismatch(
-                f"the VEK certifies {name} SPL {certified}, the report says {reported}"
-            )
-
-
-def _check_report_signature(report: SnpReport, vek: VerifiedVek) -> None:
-    r, s = report.signature_ints
-    try:
-        vek.public_key.verify(
-            encode_dss_signature(r, s), report.signed_bytes, ec.ECDSA(hashes.SHA384())
-        )
-    except InvalidSignature as e:
-        raise ReportSignatureInvalid(f"the report is not signed by this {vek.kind.name}") from e
 
 
 def _check_report_data(report: SnpReport, expected: bytes) -> None:
@@ -304,3 +215,18 @@ def snp_claims(report: SnpReport) -> JsonObject:
     if tcb.fmc is not None:
         claims["reported_tcb_fmc"] = tcb.fmc  # Turin only; custodes addition
     return claims
+
+
+def from_settings(settings: VerifierSettings, clock: Clock, *, network: bool) -> SnpVerifier:
+    """The registry's factory: the offline VCEK store, and AMD KDS only with ``network`` and a
+    configured ``snp_kds_url``."""
+    if network and settings.snp_kds_url:
+        return SnpVerifier(
+            SnpVerifierConfig(
+                vcek_store_dir=settings.snp_vcek_store_dir,
+                kds_fetcher=httpx_fetcher(httpx.Client()),
+                kds_base_url=settings.snp_kds_url,
+                clock=clock,
+            )
+        )
+    return SnpVerifier(SnpVerifierConfig(vcek_store_dir=settings.snp_vcek_store_dir, clock=clock))

@@ -27,7 +27,7 @@ class TcbRevoked(TcbError):
     code = "tdx-tcb-revoked"
 
 
-class RtmrReplayMismatch(VerificationError):
+class RtmrReplayMismatch(VerificationError, step="event-log"):
     """Step 6: replaying the event log does not give the quote's RTMR0..3."""
 
     code = "tdx-rtmr-replay-mismatch"

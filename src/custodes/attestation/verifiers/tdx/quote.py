@@ -30,6 +30,7 @@ from typing import Final
 
 from custodes.attestation.verifiers.tdx.errors import UnsupportedQuote
 from custodes.errors import MalformedEvidence
+from custodes.protocol.evidence.reader import Reader
 from custodes.types.json import JsonObject
 
 HEADER_SIZE: Final = 48
@@ -53,35 +54,6 @@ _BODY_SIZES: Final = {BODY_TYPE_TDX10: TDX10_BODY_SIZE, BODY_TYPE_TDX15: TDX15_B
 # MROWNER, MROWNERCONFIG, RTMR0..3, REPORTDATA; TDX 1.5 adds TEE_TCB_SVN2 and MRSERVICETD.
 _TDX10_BODY: Final = struct.Struct("<16s48s48s8s8s8s48s48s48s48s48s48s48s48s64s")
 _TDX15_BODY: Final = struct.Struct(_TDX10_BODY.format + "16s48s")
-
-
-class _Cursor:
-    """Exact-length slicing; running past the end is ``MalformedEvidence``."""
-
-    __slots__ = ("_data", "pos")
-
-    def __init__(self, data: bytes, pos: int = 0) -> None:
-        self._data = data
-        self.pos = pos
-
-    def take(self, n: int, what: str) -> bytes:
-        if self.pos + n > len(self._data):
-            raise MalformedEvidence(f"TDX quote truncated in the {what}")
-        out = self._data[self.pos : self.pos + n]
-        self.pos += n
-        return out
-
-    def u16(self, what: str) -> int:
-        value: int = struct.unpack("<H", self.take(2, what))[0]
-        return value
-
-    def u32(self, what: str) -> int:
-        value: int = struct.unpack("<I", self.take(4, what))[0]
-        return value
-
-    @property
-    def remaining(self) -> int:
-        return len(self._data) - self.pos
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +212,7 @@ class QuoteSignatureData:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> QuoteSignatureData:
-        c = _Cursor(data)
+        c = Reader(data, truncated="TDX quote truncated in the {}")
         signature = c.take(64, "ECDSA signature")
         attestation_key = c.take(64, "attestation key")
         cert_type, cert_size = c.u16("certification data type"), c.u32("certification data size")
@@ -279,7 +251,7 @@ class TdxQuote:
     def from_bytes(cls, data: bytes) -> TdxQuote:
         if len(data) > MAX_QUOTE_SIZE:
             raise MalformedEvidence("TDX quote too large")
-        c = _Cursor(data)
+        c = Reader(data, truncated="TDX quote truncated in the {}")
         header = QuoteHeader.from_bytes(c.take(HEADER_SIZE, "header"))
         if header.tee_type != TEE_TYPE_TDX:
             raise UnsupportedQuote(f"TEE type {header.tee_type:#x} is not TDX (0x81)")
@@ -300,7 +272,7 @@ class TdxQuote:
         signature_data = QuoteSignatureData.from_bytes(
             c.take(c.u32("signature data length"), "signature data")
         )
-        end = c.pos
+        end = c.position
         trailing = data[end:]
         if trailing.strip(b"\x00"):
             raise MalformedEvidence("non-zero bytes after the TDX quote")

@@ -36,9 +36,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Final
 
+import httpx
+
 from custodes._internal.clock import Clock, SystemClock
 from custodes.attestation.eventlog import ALG_SHA384, CcEventLog
 from custodes.attestation.verifiers.base import TeeClass, VerificationRequest, VerifiedClaims
+from custodes.attestation.verifiers.settings import VerifierSettings
 from custodes.attestation.verifiers.tdx import _dcap
 from custodes.attestation.verifiers.tdx.claims import parsed_claims, tcb_claims
 from custodes.attestation.verifiers.tdx.collateral import (
@@ -48,6 +51,7 @@ from custodes.attestation.verifiers.tdx.collateral import (
     FileCollateralSource,
     PccsCollateralSource,
     TcbUpdate,
+    httpx_fetcher,
 )
 from custodes.attestation.verifiers.tdx.errors import RtmrReplayMismatch, TcbRevoked
 from custodes.attestation.verifiers.tdx.evidence import TdxEvidence
@@ -197,3 +201,17 @@ def check_rtmrs(quote: TdxQuote, eventlog: CcEventLog) -> None:
     for rtmr, value in enumerate(quote.rtmrs):
         if not hmac.compare_digest(eventlog.replay(rtmr + 1, ALG_SHA384), value):
             raise RtmrReplayMismatch(f"the event log does not replay to RTMR{rtmr}")
+
+
+def from_settings(settings: VerifierSettings, clock: Clock, *, network: bool) -> TdxVerifier:
+    """The registry's factory: collateral from the configured file or, only with ``network``,
+    from the configured PCCS."""
+    pccs_url = settings.tdx_pccs_url if network else None
+    return TdxVerifier(
+        TdxVerifierConfig(
+            collateral_path=settings.tdx_collateral,
+            pccs_url=pccs_url,
+            fetcher=httpx_fetcher(httpx.Client()) if pccs_url else None,
+            clock=clock,
+        )
+    )

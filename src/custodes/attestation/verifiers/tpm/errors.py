@@ -10,13 +10,13 @@ from __future__ import annotations
 from custodes.errors import MalformedEvidence, SignatureInvalid, VerificationError
 
 
-class AkPublicKeyInvalid(MalformedEvidence):
+class AkPublicKeyInvalid(MalformedEvidence, step="ak-public"):
     """Step 2: ``ak_public`` is not a canonical DER SPKI of an RSA (>= 2048) or P-256 key."""
 
     code = "tpm-ak-public-invalid"
 
 
-class QuoteHeaderInvalid(VerificationError):
+class QuoteHeaderInvalid(VerificationError, step="quote-header"):
     """Step 3: the message is not TPM-generated (magic) or is not a quote (type)."""
 
     code = "tpm-quote-header"
@@ -28,13 +28,13 @@ class SignatureSchemeUnsupported(SignatureInvalid):
     code = "tpm-signature-scheme"
 
 
-class PcrSelectionUnsupported(VerificationError):
+class PcrSelectionUnsupported(VerificationError, step="pcrs"):
     """Step 6: the quote selects no PCR, a bank other than SHA-256, or a PCR above 23."""
 
     code = "tpm-pcr-selection"
 
 
-class PcrDigestMismatch(VerificationError):
+class PcrDigestMismatch(VerificationError, step="pcrs"):
     """Step 6: the quoted PCR digest is not the digest of the PCR values in the evidence."""
 
     code = "tpm-pcr-digest-mismatch"

@@ -69,8 +69,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 
 from custodes._internal.b64 import b64std_encode
+from custodes._internal.clock import Clock
 from custodes.attestation.eventlog.measured_boot import MeasuredBoot
 from custodes.attestation.verifiers.base import TeeClass, VerificationRequest, VerifiedClaims
+from custodes.attestation.verifiers.settings import VerifierSettings
 from custodes.attestation.verifiers.tpm.errors import (
     AkPublicKeyInvalid,
     PcrDigestMismatch,
@@ -270,3 +272,8 @@ class TpmVerifier:
         if boot is not None:
             claims["measured_boot"] = boot.claims()
         return [VerifiedClaims(TeeClass.CPU, claims)]
+
+
+def from_settings(settings: VerifierSettings, clock: Clock, *, network: bool) -> TpmVerifier:
+    """The registry's factory: a TPM quote needs no setting (its AK is enrolled per tenant)."""
+    return TpmVerifier()

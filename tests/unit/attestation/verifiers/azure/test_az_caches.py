@@ -21,10 +21,10 @@ from custodes._internal.b64 import b64url_encode
 from custodes._internal.clock import FrozenClock
 from custodes.attestation.verifiers.azure import AzSnpVtpmVerifier, AzureVerifierConfig
 from custodes.attestation.verifiers.azure import hcl as hcl_module
-from custodes.attestation.verifiers.azure import snp_verifier as snp_verifier_module
 from custodes.attestation.verifiers.azure.errors import HclReportInvalid, QuoteSignatureInvalid
 from custodes.attestation.verifiers.azure.evidence import AzSnpEvidence
 from custodes.attestation.verifiers.base import VerificationRequest
+from custodes.attestation.verifiers.snp import checks as snp_checks
 from custodes.attestation.verifiers.snp.certs import VekInfo, load_der_certificate
 from custodes.attestation.verifiers.snp.errors import TcbMismatch, VekChainInvalid
 from custodes.errors import MalformedEvidence
@@ -79,7 +79,7 @@ def test_az_snp_vek_info_is_cached_once_per_vek(v1: AzSnpEvidence) -> None:
     verifier = _verifier(FrozenClock(FROZEN_NOW))
     verifier.verify(_request(v1))
     verifier.verify(_request(v1))
-    [(vek, info)] = verifier._infos.values()
+    [(vek, info)] = verifier._vek_extensions.cache.values()
     assert info == VekInfo.from_certificate(vek.certificate)
 
 
@@ -94,17 +94,17 @@ def test_az_snp_cached_vek_info_is_still_compared_with_the_report(v1: AzSnpEvide
 def test_az_snp_vek_info_cache_is_bounded(
     v1: AzSnpEvidence, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert snp_verifier_module.MAX_CACHED_VEK_INFOS == 1024
-    monkeypatch.setattr(snp_verifier_module, "MAX_CACHED_VEK_INFOS", 2)
+    assert snp_checks.MAX_CACHED_VEK_INFOS == 1024
+    monkeypatch.setattr(snp_checks, "MAX_CACHED_VEK_INFOS", 2)
     verifier = _verifier(FrozenClock(FROZEN_NOW))
     verifier.verify(_request(v1))
-    [(vek, _)] = verifier._infos.values()
+    [(vek, _)] = verifier._vek_extensions.cache.values()
     # Other VerifiedVek objects (as the chain cache would hand out after evicting one).
     others = [dataclasses.replace(vek) for _ in range(3)]
     for other in others:
-        verifier._vek_info(other)
-    assert len(verifier._infos) == 2
-    assert [entry[0] for entry in verifier._infos.values()] == others[1:]
+        verifier._vek_extensions.info(other)
+    assert len(verifier._vek_extensions.cache) == 2
+    assert [entry[0] for entry in verifier._vek_extensions.cache.values()] == others[1:]
 
 
 # --- the AK cache ------------------------------------------------------------------------

@@ -17,13 +17,14 @@ import struct
 from collections.abc import Callable
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from custodes._internal.clock import FrozenClock
 from custodes.attestation.verifiers.base import TeeClass, VerificationRequest, VerifiedClaims
 from custodes.attestation.verifiers.nvidia import NvidiaVerifier, NvidiaVerifierConfig
-from custodes.attestation.verifiers.nvidia.certs import ROOT_SHA256, pinned_root
+from custodes.attestation.verifiers.nvidia.certs import ROOT_SHA256, leaf_fwid, pinned_root
 from custodes.attestation.verifiers.nvidia.errors import (
     ArchitectureUnsupported,
     DeviceChainInvalid,
@@ -407,3 +408,11 @@ def test_certificate_that_is_not_base64_refused() -> None:
     ev["device_evidence_list"][0]["certificate"] = "not base64"
     with pytest.raises(MalformedEvidence, match="certificate is not standard base64"):
         _verify(ev)
+
+
+def test_upstream_signing_cert_is_case1s_leaf_and_holds_the_reports_fwid() -> None:
+    signing = x509.load_pem_x509_certificate(recorded_chain("hopper_signing_cert.pem"))
+    (leaf, *_) = x509.load_pem_x509_certificates(recorded_chain())
+    assert signing == leaf
+    assert leaf_fwid(signing) == recorded_fwid(recorded_report())
+    assert leaf_fwid(signing).hex() == recorded_claims()["config"]["fwid"]

@@ -32,7 +32,7 @@ from custodes.attestation.verifiers.snp.certs import (
     AmdRoots,
 )
 from custodes.attestation.verifiers.snp.evidence import report_to_json
-from custodes.attestation.verifiers.snp.report import LAYOUT, SIGNED_SIZE, SnpReport
+from custodes.attestation.verifiers.snp.report import LAYOUT, SIGNED_SIZE
 from custodes.attestation.verifiers.snp.tcb import Generation, TcbVersion
 from custodes.types.json import JsonObject
 
@@ -185,7 +185,7 @@ def sign(raw: bytes, key: ec.EllipticCurvePrivateKey) -> bytes:
 def evidence(raw: bytes, chain: list[tuple[str, bytes]] | None) -> JsonObject:
     """Upstream's evidence JSON for a binary report and (cert_type, DER) entries."""
     return {
-        "attestation_report": report_to_json(SnpReport.from_bytes(raw)),
+        "attestation_report": report_to_json(raw),
         "cert_chain": None
         if chain is None
         else [{"cert_type": t, "data": list(d)} for t, d in chain],

@@ -1,9 +1,10 @@
 """The SNP verifier's caches under concurrent use, at their capacity.
 
 The broker verifies evidence in worker threads that share one ``SnpVerifier``. Its VEK chain
-cache, VekInfo cache and KDS answer cache are bounded; at the cap every miss evicts. Before they were locked, two
-threads at the cap picked the same oldest key and the second ``pop`` raised ``KeyError`` (or
-the dict changed size under an iterator): a genuine guest was refused with a 500. Here the
+cache, VekInfo cache and KDS answer cache are bounded; at the cap every miss evicts. Before
+they were locked, two threads at the cap picked the same oldest key and the second ``pop``
+raised ``KeyError`` (or the dict changed size under an iterator): a genuine guest was refused
+with a 500. Here the
 caps are 1 and four VCEKs take turns, so almost every call evicts, from eight threads with the
 interpreter switching threads as often as it can.
 """
@@ -23,8 +24,8 @@ from custodes._internal.clock import FrozenClock
 from custodes.attestation.verifiers.base import VerificationRequest
 from custodes.attestation.verifiers.snp import SnpVerifier, SnpVerifierConfig
 from custodes.attestation.verifiers.snp import certs as snp_certs
+from custodes.attestation.verifiers.snp import checks as snp_checks
 from custodes.attestation.verifiers.snp import collateral as snp_collateral
-from custodes.attestation.verifiers.snp import verifier as snp_verifier
 from custodes.attestation.verifiers.snp.evidence import SnpEvidence
 from custodes.attestation.verifiers.snp.report import SnpReport
 from custodes.types.json import JsonObject
@@ -63,7 +64,7 @@ def test_caches_at_capacity_survive_concurrent_verification(
     vectors: Path, monkeypatch: pytest.MonkeyPatch, busy_switching: None
 ) -> None:
     monkeypatch.setattr(snp_certs, "_MAX_CACHED_VEKS", 1)
-    monkeypatch.setattr(snp_verifier, "_MAX_CACHED_INFOS", 1)
+    monkeypatch.setattr(snp_checks, "MAX_CACHED_VEK_INFOS", 1)
     amd = synthetic_amd()
     verifier = SnpVerifier(
         SnpVerifierConfig(clock=FrozenClock(JAN_2026)), roots={amd.generation: amd.roots}
@@ -181,7 +182,8 @@ def test_verifiers_share_the_locked_cache() -> None:
     from custodes.attestation.verifiers.azure.snp_verifier import AzSnpVtpmVerifier
 
     snp = SnpVerifier()
-    assert isinstance(snp._infos, BoundedCache)
+    assert isinstance(snp._vek_extensions.cache, BoundedCache)
     assert isinstance(snp._chains._veks, BoundedCache)
     assert isinstance(snp._sources._cache, BoundedCache)
-    assert isinstance(AzSnpVtpmVerifier()._infos, BoundedCache)
+    # One class for both verifiers' VekInfo cache: the copies cannot drift apart again.
+    assert type(AzSnpVtpmVerifier()._vek_extensions) is type(snp._vek_extensions)

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
-from k8s_helpers import make_pki
 
 from custodes.cli import COMMANDS, main
 from custodes.initdata.encoding import ANNOTATION_KEY, decode_annotation
@@ -20,6 +19,7 @@ from custodes.k8s.yamlio import load_documents
 from custodes.protocol.resource import ResourcePath
 from custodes.sealed.format import SealedSecret
 from custodes.sealed.keys import private_jwk
+from k8s_helpers import make_pki
 from live_broker import LiveBroker
 
 REPO = Path(__file__).resolve().parents[3]
