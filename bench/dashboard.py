@@ -12,7 +12,7 @@ Phases:
 * warm: --repeat requests, each after 10 new entries appended through the real audit log
   (so every request verifies and aggregates those 10): median and 95th percentile.
 
-The fill writes the signed entries (made by custodes.audit.log.build_entry, the function
+The fill writes the signed entries (made by custodes.audit.entry.build_entry, the function
 AuditLog.append uses) straight into the SQLite table in one transaction, because 100,000
 appends at one fsync each would take minutes; the entries are byte-identical to appended ones.
 
@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from custodes._internal.admin_claims import normalize
 from custodes._internal.jws import sign_compact
 from custodes.audit.checkpoint import Checkpoint, CheckpointReason
-from custodes.audit.log import GENESIS_PREV, AuditKind, build_entry
+from custodes.audit.entry import GENESIS_PREV, AuditKind, build_entry
 from custodes.kbs.admin_auth import Role
 from custodes.kbs.app import create_app
 from custodes.kbs.broker import Broker, build_broker

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, Response, sync_playwright
 
-from custodes.audit.log import load_public_keys, verify_jsonl
+from custodes.audit.verify import load_public_keys, verify_jsonl
 from dashboard_world import World, dashboard_world, history, matrix_json
 
 CHROMIUM = Path("/usr/bin/chromium")

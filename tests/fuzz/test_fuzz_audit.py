@@ -25,7 +25,8 @@ from fuzz_support import (
 from hypothesis import given
 from hypothesis import strategies as st
 
-from custodes.audit.log import AuditEntry, VerifyReport, key_id, parse_head, verify_jsonl
+from custodes.audit.entry import AuditEntry, key_id
+from custodes.audit.verify import VerifyReport, parse_head, verify_jsonl
 
 pytest_plugins = ["fuzz_report"]
 pytestmark = KEEP_FAILURES_READABLE

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from custodes.audit.log import verify_jsonl
+from custodes.audit.verify import verify_jsonl
 from custodes.ui.routes import CSP
 from dashboard_world import SECRET, World, dashboard_world, matrix_json
 
@@ -283,7 +283,7 @@ def test_auditor_downloads_a_verified_export(world: World, tmp_path: Path) -> No
         key = ui.get("audit/public-key").content
         (tmp_path / "audit.jsonl").write_bytes(r.content)
         (tmp_path / "audit.pem").write_bytes(key)
-        from custodes.audit.log import load_public_keys
+        from custodes.audit.verify import load_public_keys
 
         keys = load_public_keys([tmp_path / "audit.pem"])
         with (tmp_path / "audit.jsonl").open("rb") as fp:

@@ -19,7 +19,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from custodes.audit.log import key_id, verify_jsonl
+from custodes.audit.entry import key_id
+from custodes.audit.verify import verify_jsonl
 from custodes.protocol.resource import ResourcePath
 from live_broker import ServedBroker
 from pg_server import running_postgres

@@ -315,8 +315,9 @@ def test_each_tenants_export_ends_with_its_own_signed_checkpoint(world: World) -
 
     from cryptography.hazmat.primitives.asymmetric import ec
 
+    from custodes.audit.entry import key_id
     from custodes.audit.errors import AuditWrongStream
-    from custodes.audit.log import key_id, verify_jsonl
+    from custodes.audit.verify import verify_jsonl
 
     exports: dict[str, bytes] = {}
     for tenant, who in (("bank", "bank-auditor"), ("insurer", "insurer-admin")):

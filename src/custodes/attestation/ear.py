@@ -105,6 +105,69 @@ def validate_trust_claims(obj: Json) -> dict[str, int]:
     return vector
 
 
+# AR4SI (draft-ietf-rats-ar4si) meanings of the trust-claim values, in our own words. Values
+# without an entry are implementation-specific; their tier still says what they mean.
+_COMMON_MEANINGS: Final[dict[int, str]] = {
+    0: "no claim made",
+    1: "verifier malfunction",
+    -1: "unexpected evidence, not parsed",
+    99: "cryptographic validation of the evidence failed",
+}
+AR4SI_MEANINGS: Final[dict[str, dict[int, str]]] = {
+    "instance-identity": {
+        2: "trustworthy instance",
+        96: "untrustworthy instance (known but compromised)",
+        97: "unrecognized instance",
+    },
+    "configuration": {
+        2: "approved configuration",
+        3: "no known vulnerabilities in the configuration",
+        32: "unsafe configuration (known vulnerabilities)",
+        36: "configuration elements unavailable to the verifier",
+        96: "unsupportable configuration",
+    },
+    "executables": {
+        2: "approved runtime (only approved executables, before and after boot)",
+        3: "approved boot (only approved executables were loaded)",
+        32: "unsafe runtime (known vulnerabilities)",
+        33: "unrecognized runtime (executables not recognised)",
+        96: "contraindicated runtime",
+    },
+    "file-system": {
+        2: "approved file system",
+        32: "unrecognized file system",
+        96: "contraindicated file system",
+    },
+    "hardware": {
+        2: "genuine hardware",
+        32: "unsafe hardware (known vulnerabilities)",
+        96: "contraindicated hardware",
+        97: "unrecognized hardware (not genuine, or not recognised)",
+    },
+    "runtime-opaque": {
+        2: "encrypted memory",
+        32: "isolated memory",
+        96: "memory visible to others",
+    },
+    "storage-opaque": {
+        2: "secrets encrypted with hardware keys",
+        32: "secrets encrypted with software keys",
+        96: "secrets unencrypted",
+    },
+    "sourced-data": {
+        2: "trusted data sources",
+        32: "untrusted data sources",
+        96: "contraindicated data sources",
+    },
+}
+
+
+def meaning(claim: str, value: int) -> str:
+    """The AR4SI meaning of one trust-claim value."""
+    known = AR4SI_MEANINGS.get(claim, {}).get(value) or _COMMON_MEANINGS.get(value)
+    return known or f"implementation-specific ({tier_of(value)} range)"
+
+
 def generate_signing_key() -> ec.EllipticCurvePrivateKey:
     """A fresh P-256 key for EAR signing."""
     return ec.generate_private_key(ec.SECP256R1())

@@ -17,15 +17,9 @@ import sys
 from pathlib import Path
 from typing import IO, Final
 
+from custodes.audit.entry import MAX_SEQ, check_stream
 from custodes.audit.errors import AuditStreamInvalid
-from custodes.audit.log import (
-    MAX_SEQ,
-    VerifyReport,
-    check_stream,
-    load_public_keys,
-    parse_head,
-    verify_jsonl,
-)
+from custodes.audit.verify import VerifyReport, load_public_keys, parse_head, verify_jsonl
 from custodes.cli.access import register_access_matrix
 from custodes.errors import ConfigError
 

@@ -27,32 +27,16 @@ a policy that does not compile, evidence that does not verify); 2 the command li
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import logging
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Final
 
-from custodes._internal.b64 import b64url_decode
-from custodes.attestation.appraisal import Appraisal, appraise
-from custodes.attestation.ear import (
-    Ar4siStatus,
-    tier_of,
-    worst_status,
-)
+from custodes.attestation.appraisal import appraise
 from custodes.attestation.service import annotated_evidence
-from custodes.audit.errors import AuditChainError
-from custodes.audit.log import (
-    MAX_LINE_BYTES,
-    MAX_SEQ,
-    AuditEntry,
-    AuditKind,
-    load_public_keys,
-    verify_jsonl,
-)
+from custodes.audit.entry import MAX_SEQ
 from custodes.cli._common import resource_arg
 from custodes.cli._evidence_input import (
     EVIDENCE_OPTIONS,
@@ -67,21 +51,31 @@ from custodes.cli._evidence_input import (
     warn_if_insecure,
 )
 from custodes.cli._output import add_output_format, emit
+from custodes.cli.policy_render import (
+    attestation_json,
+    attestation_text,
+    resource_json,
+    resource_text,
+)
 from custodes.cli.policy_suggest import Suggested, suggested_values
 from custodes.errors import (
     ConfigError,
     CustodesError,
     EvidenceError,
     PolicyError,
-    ReferenceValueError,
 )
-from custodes.policy.engine import MAX_POLICY_BYTES, UNDEFINED, RegoEngine
-from custodes.policy.explain import FailedCondition
+from custodes.policy.dry_run import (
+    AttestationResult,
+    Source,
+    decode_token_or_json,
+    from_attestation,
+    from_claims,
+    parse_reference_values,
+)
+from custodes.policy.engine import MAX_POLICY_BYTES, RegoEngine
 from custodes.policy.lint import lint_resource_policy
-from custodes.policy.release import ResourceResult, evaluate_resource
-from custodes.protocol.appraisal import appraisal_summary
+from custodes.policy.release import evaluate_resource
 from custodes.protocol.binding import runtime_data_object
-from custodes.rvps.messages import check_reference_value_id
 from custodes.types.json import Json, JsonObject
 from custodes.types.tee import Tee
 
@@ -93,69 +87,6 @@ EXIT_REFUSED: Final = 3
 KINDS: Final = ("attestation", "resource")
 MAX_CLAIMS_BYTES: Final = 16 * 1024 * 1024
 MAX_REFERENCE_VALUES_BYTES: Final = 16 * 1024 * 1024
-_TRUST_CLAIMS: Final = "data.policy.trust_claims"
-_EXTENSIONS: Final = "data.policy.extensions"
-_ALLOW: Final = "data.policy.allow"
-_STATUS: Final = "ear.status"
-_VECTOR: Final = "ear.trustworthiness-vector"
-_EVIDENCE: Final = "ear.veraison.annotated-evidence"
-_TEXT_VALUE_CHARS: Final = 160
-
-# AR4SI (draft-ietf-rats-ar4si) meanings of the trust-claim values, in our own words. Values
-# without an entry are implementation-specific; their tier still says what they mean.
-_COMMON_MEANINGS: Final[dict[int, str]] = {
-    0: "no claim made",
-    1: "verifier malfunction",
-    -1: "unexpected evidence, not parsed",
-    99: "cryptographic validation of the evidence failed",
-}
-AR4SI_MEANINGS: Final[dict[str, dict[int, str]]] = {
-    "instance-identity": {
-        2: "trustworthy instance",
-        96: "untrustworthy instance (known but compromised)",
-        97: "unrecognized instance",
-    },
-    "configuration": {
-        2: "approved configuration",
-        3: "no known vulnerabilities in the configuration",
-        32: "unsafe configuration (known vulnerabilities)",
-        36: "configuration elements unavailable to the verifier",
-        96: "unsupportable configuration",
-    },
-    "executables": {
-        2: "approved runtime (only approved executables, before and after boot)",
-        3: "approved boot (only approved executables were loaded)",
-        32: "unsafe runtime (known vulnerabilities)",
-        33: "unrecognized runtime (executables not recognised)",
-        96: "contraindicated runtime",
-    },
-    "file-system": {
-        2: "approved file system",
-        32: "unrecognized file system",
-        96: "contraindicated file system",
-    },
-    "hardware": {
-        2: "genuine hardware",
-        32: "unsafe hardware (known vulnerabilities)",
-        96: "contraindicated hardware",
-        97: "unrecognized hardware (not genuine, or not recognised)",
-    },
-    "runtime-opaque": {
-        2: "encrypted memory",
-        32: "isolated memory",
-        96: "memory visible to others",
-    },
-    "storage-opaque": {
-        2: "secrets encrypted with hardware keys",
-        32: "secrets encrypted with software keys",
-        96: "secrets unencrypted",
-    },
-    "sourced-data": {
-        2: "trusted data sources",
-        32: "untrusted data sources",
-        96: "contraindicated data sources",
-    },
-}
 
 EPILOG = """\
 input (exactly one):
@@ -336,13 +267,6 @@ def _check_usage(args: argparse.Namespace) -> None:
 # --- reading inputs ----------------------------------------------------------------------
 
 
-def _json(raw: bytes, what: str) -> Json:
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
-        raise ConfigError(f"{what} is not JSON: {e}") from e
-
-
 def read_policy(path: Path) -> str:
     """The candidate's text, compiled once so that a bad policy fails with the compiler's
     message before anything else is read."""
@@ -362,57 +286,11 @@ def read_reference_values(path: Path | None) -> dict[str, Json]:
     """``{id: value}`` from a JSON file (no file: no reference values at all)."""
     if path is None:
         return {}
-    obj = _json(
-        read_limited(path, MAX_REFERENCE_VALUES_BYTES, "reference values file"),
-        f"reference values file {path}",
-    )
-    if not isinstance(obj, dict):
-        raise ConfigError(f"reference values file {path} must be a JSON object {{id: value}}")
-    for name in obj:
-        try:
-            check_reference_value_id(name)
-        except ReferenceValueError as e:
-            raise ConfigError(f"reference values file {path}: {e}") from e
-    return obj
+    raw = read_limited(path, MAX_REFERENCE_VALUES_BYTES, "reference values file")
+    return parse_reference_values(raw, path)
 
 
-def decode_token_or_json(raw: bytes, what: str) -> JsonObject:
-    """A JSON object, or the payload of a compact JWS (its signature is NOT checked)."""
-    text = raw.decode("utf-8", errors="replace").strip()
-    if not text.startswith("{") and text.count(".") == 2:
-        try:
-            payload = b64url_decode(text.split(".")[1])
-        except ValueError as e:
-            raise ConfigError(f"{what} is not JSON, nor a JWT with a base64url payload") from e
-        obj = _json(payload, f"the payload of the token in {what}")
-    else:
-        obj = _json(raw, what)
-    if not isinstance(obj, dict):
-        raise ConfigError(f"{what} must be a JSON object")
-    return obj
-
-
-# --- appraising one piece of annotated evidence --------------------------------------------
-
-
-# --- the sources of annotated evidence ----------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Recorded:
-    """What the broker decided for the replayed input (an audit entry or a token)."""
-
-    status: str | None
-    vectors: dict[str, Json]
-    details: JsonObject = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Source:
-    description: str
-    annotated: dict[str, JsonObject]
-    recorded: Recorded | None = None
-    notes: tuple[str, ...] = ()
+# --- the source built from the command line's evidence options -----------------------------
 
 
 def _from_evidence(args: argparse.Namespace) -> Source:
@@ -465,356 +343,6 @@ def entry_ref(text: str) -> tuple[Path, int]:
     return Path(path), int(seq)
 
 
-def find_entry(path: Path, seq: int) -> AuditEntry:
-    """Entry ``seq`` of an audit export (JSON Lines); ``ConfigError`` when absent or twice."""
-    found: AuditEntry | None = None
-    unreadable = 0
-    try:
-        with path.open("rb") as fp:
-            number = 0
-            while line := fp.readline(MAX_LINE_BYTES + 1):
-                number += 1
-                if len(line) > MAX_LINE_BYTES:
-                    raise ConfigError(f"{path}: line {number} is longer than {MAX_LINE_BYTES}")
-                if not line.strip():
-                    continue
-                try:
-                    entry = AuditEntry.from_bytes(line.rstrip(b"\r\n"), seq_hint=number - 1)
-                except AuditChainError:
-                    unreadable += 1
-                    continue
-                if entry.seq != seq:
-                    continue
-                if found is not None:
-                    raise ConfigError(
-                        f"{path} has two entries {seq} (several streams?); export one stream"
-                    )
-                found = entry
-    except OSError as e:
-        raise ConfigError(f"cannot read audit export {path}: {e.strerror or e}") from e
-    if found is None:
-        extra = f" ({unreadable} lines are not audit entries)" if unreadable else ""
-        raise ConfigError(f"{path} has no entry {seq}{extra}")
-    return found
-
-
-def _verify_export(path: Path, key_path: Path, seq: int) -> str:
-    keys = load_public_keys([key_path])
-    try:
-        with path.open("rb") as fp:
-            report = verify_jsonl(fp, keys, start_seq=None)
-    except OSError as e:
-        raise ConfigError(f"cannot read audit export {path}: {e.strerror or e}") from e
-    if report.ok:
-        span = (
-            "no entries" if report.head is None else f"entries {report.first_seq}..{report.head[0]}"
-        )
-        return f"audit export verified ({span}): chain and signatures good"
-    bad = report.first_bad_seq
-    if bad is not None and seq < bad and report.first_seq is not None and report.first_seq <= seq:
-        return (
-            f"audit export verified up to entry {bad - 1}; broken at entry {bad}: "
-            f"{report.reason} (entry {seq} is before it)"
-        )
-    raise ConfigError(
-        f"audit export {path} is broken at entry {bad}: {report.reason}; entry {seq} is not "
-        "covered by a verified chain, refusing to replay it"
-    )
-
-
-def _vectors_of(obj: Json) -> dict[str, Json]:
-    return dict(obj) if isinstance(obj, dict) else {}
-
-
-def _from_attestation(args: argparse.Namespace) -> Source:
-    path, seq = args.attestation
-    notes: list[str] = []
-    if args.audit_key is not None:
-        notes.append(_verify_export(path, args.audit_key, seq))
-    else:
-        notes.append("entry not verified (pass --audit-key to check the chain and signature)")
-    entry = find_entry(path, seq)
-    if entry.kind is not AuditKind.ATTESTATION:
-        raise ConfigError(
-            f"entry {seq} of {path} is not an attestation (kind {entry.kind!s}); pick an "
-            '"attestation" entry'
-        )
-    event = entry.event
-    if event.get("status") == "error":
-        raise ConfigError(
-            f"entry {seq} records an attestation that failed before appraisal "
-            f"({event.get('error')}: {event.get('reason')}); there is nothing to replay"
-        )
-    if "annotated_evidence" not in event:
-        why = event.get("annotated_evidence_omitted", "recorded by a broker that kept none")
-        raise ConfigError(f"entry {seq} has no annotated evidence to replay ({why})")
-    recorded_evidence = event["annotated_evidence"]
-    if not isinstance(recorded_evidence, dict) or not recorded_evidence:
-        raise ConfigError(f"entry {seq}: annotated_evidence is not an object of submodules")
-    annotated: dict[str, JsonObject] = {}
-    for name, item in recorded_evidence.items():
-        if not isinstance(item, dict):
-            raise ConfigError(f"entry {seq}: the annotated evidence of {name} is not an object")
-        annotated[name] = item
-    details: JsonObject = {
-        "seq": entry.seq,
-        "time": entry.time,
-        "tee": event.get("tee"),
-        "token_id": event.get("token_id"),
-        "policy_id": event.get("policy_id"),
-        "policy_version": event.get("policy_version"),
-    }
-    status = event.get("status")
-    recorded = Recorded(
-        status if isinstance(status, str) else None,
-        _vectors_of(event.get("trust_vectors")),
-        details,
-    )
-    description = f"attestation entry {seq} of {path} ({event.get('tee')}, {entry.time})"
-    return Source(description, annotated, recorded, tuple(notes))
-
-
-def _from_claims(args: argparse.Namespace) -> Source:
-    what = f"claims file {args.claims}"
-    obj = decode_token_or_json(
-        read_limited(args.claims, MAX_CLAIMS_BYTES, "claims file", allow_stdin=True), what
-    )
-    submods = obj.get("submods")
-    if submods is None:
-        # Annotated evidence as given: one CPU appraisal.
-        return Source(f"annotated evidence {args.claims}", {"cpu0": obj})
-    if not isinstance(submods, dict) or not submods:
-        raise ConfigError(f"{what}: submods is not an object of appraisals")
-    annotated: dict[str, JsonObject] = {}
-    vectors: dict[str, Json] = {}
-    statuses: list[Ar4siStatus] = []
-    for name, appraisal in submods.items():
-        evidence = appraisal.get(_EVIDENCE) if isinstance(appraisal, dict) else None
-        if not isinstance(evidence, dict):
-            raise ConfigError(f"{what}: appraisal {name} carries no annotated evidence")
-        annotated[name] = evidence
-        vectors[name] = appraisal.get(_VECTOR)
-        try:
-            statuses.append(Ar4siStatus(appraisal.get(_STATUS)))
-        except ValueError:
-            pass
-    recorded = Recorded(
-        str(worst_status(statuses)) if statuses else None,
-        vectors,
-        {"token_id": obj.get("jti"), "iat": obj.get("iat")},
-    )
-    note = "token signature not checked (only its recorded appraisal is compared)"
-    return Source(f"EAR token claims {args.claims}", annotated, recorded, (note,))
-
-
-# --- output --------------------------------------------------------------------------------
-
-
-def meaning(claim: str, value: int) -> str:
-    """The AR4SI meaning of one trust-claim value."""
-    known = AR4SI_MEANINGS.get(claim, {}).get(value) or _COMMON_MEANINGS.get(value)
-    return known or f"implementation-specific ({tier_of(value)} range)"
-
-
-def _short(value: Json) -> str:
-    text = json.dumps(value, sort_keys=True)
-    if len(text) > _TEXT_VALUE_CHARS:
-        return text[: _TEXT_VALUE_CHARS - 1] + "…"
-    return text
-
-
-def _recorded_vector(recorded: Recorded | None, submod: str) -> dict[str, int]:
-    vector = recorded.vectors.get(submod) if recorded is not None else None
-    if not isinstance(vector, dict):
-        return {}
-    return {k: v for k, v in vector.items() if isinstance(v, int) and not isinstance(v, bool)}
-
-
-def _policy_json(policy_path: Path, policy: str) -> JsonObject:
-    return {"path": str(policy_path), "sha256": hashlib.sha256(policy.encode()).hexdigest()}
-
-
-@dataclass(frozen=True, slots=True)
-class AttestationResult:
-    """The candidate's decision on every submodule of one input."""
-
-    source: Source
-    appraisals: dict[str, Appraisal]
-
-    @property
-    def status(self) -> Ar4siStatus:
-        return worst_status(a.status for a in self.appraisals.values())
-
-    @property
-    def refused(self) -> bool:
-        return self.status is not Ar4siStatus.AFFIRMING
-
-    @property
-    def would_change(self) -> str | None:
-        """``"affirming -> warning"`` when the recorded status differs from the candidate's."""
-        recorded = self.source.recorded
-        if recorded is None or recorded.status == str(self.status):
-            return None
-        return f"{recorded.status} -> {self.status}"
-
-
-def attestation_json(policy_path: Path, policy: str, result: AttestationResult) -> JsonObject:
-    submods: JsonObject = {}
-    for name, a in result.appraisals.items():
-        recorded_vector = _recorded_vector(result.source.recorded, name)
-        vector: JsonObject = {}
-        for claim, value in a.vector.items():
-            entry: JsonObject = {
-                "value": value,
-                "tier": str(tier_of(value)),
-                "meaning": meaning(claim, value),
-            }
-            if claim in recorded_vector:
-                entry["recorded"] = recorded_vector[claim]
-            vector[claim] = entry
-        sub: JsonObject = {
-            "status": str(a.status),
-            "trust_vector": vector,
-            "extensions": dict(a.extensions),
-            "failed": {
-                claim: [c.to_json() for c in conditions] for claim, conditions in a.failed.items()
-            },
-            "reference_values_consulted": dict(a.consulted),
-        }
-        if a.trace_error is not None:
-            sub["trace_error"] = a.trace_error
-        submods[name] = sub
-    report: JsonObject = {
-        "kind": "attestation",
-        "policy": _policy_json(policy_path, policy),
-        "input": result.source.description,
-        "decision": str(result.status),
-        "refused": result.refused,
-        "submods": submods,
-        "notes": list(result.source.notes),
-        "activated": False,
-    }
-    recorded = result.source.recorded
-    if recorded is not None:
-        report["recorded"] = {"status": recorded.status, **recorded.details}
-        report["would_change"] = result.would_change
-    return report
-
-
-def _condition_lines(c: FailedCondition, indent: str) -> list[str]:
-    where = f"rule {c.rule}" if c.via is None else f"rule {c.rule} via {c.via}"
-    lines = [f"{indent}failed condition ({where}, line {c.line}): {c.condition}"]
-    for path, value in c.claims.items():
-        lines.append(f"{indent}  claim {path} = {_short(value)}")
-    for rv, value in c.reference_values.items():
-        lines.append(f"{indent}  reference value {rv} = {_short(value)}")
-    return lines
-
-
-def attestation_text(policy_path: Path, policy: str, result: AttestationResult) -> str:
-    digest = hashlib.sha256(policy.encode()).hexdigest()
-    out = [
-        f"candidate policy: {policy_path} (sha256 {digest})",
-        f"input: {result.source.description}",
-        f"decision: {result.status}",
-    ]
-    for name, a in result.appraisals.items():
-        recorded_vector = _recorded_vector(result.source.recorded, name)
-        out.append(f"{name}: {a.status}")
-        out.append("  trust vector:")
-        for claim, value in a.vector.items():
-            was = recorded_vector.get(claim, value)
-            change = f"  (recorded: {was})" if was != value else ""
-            out.append(
-                f"    {claim:<18} {value:>4}  {tier_of(value)!s:<16} {meaning(claim, value)}"
-                f"{change}"
-            )
-        for ext_name, ext_value in a.extensions.items():
-            out.append(f"  extension {ext_name} = {_short(ext_value)}")
-        if a.failed:
-            out.append("  why:")
-        for claim, conditions in a.failed.items():
-            value = a.vector[claim]
-            out.append(f"    {claim} = {value}: {meaning(claim, value)}")
-            if not conditions and a.trace_error is None:
-                out.append(
-                    "      the rule kept its default; no failed condition located (none of its "
-                    "conditions reads a claim this evidence has or a reference value)"
-                )
-                absent = [rv for rv, rv_value in a.consulted.items() if rv_value is None]
-                if absent:
-                    out.append(
-                        f"      reference values the policy read as null: {', '.join(absent)}"
-                    )
-            for c in conditions:
-                out.extend(_condition_lines(c, "      "))
-        if a.trace_error is not None:
-            out.append(f"  trace unavailable: {a.trace_error}")
-        if a.consulted:
-            out.append("  reference values consulted:")
-            for rv, rv_value in a.consulted.items():
-                shown = "null (not provided)" if rv_value is None else _short(rv_value)
-                out.append(f"    {rv} = {shown}")
-        else:
-            out.append("  reference values consulted: none")
-    recorded = result.source.recorded
-    if recorded is not None:
-        version = recorded.details.get("policy_version")
-        by = f" (policy version {version})" if version is not None else ""
-        out.append(f"recorded by the broker{by}: {recorded.status}")
-        verdict = result.would_change
-        out.append(f"would change: {verdict}" if verdict else f"would not change: {result.status}")
-    out.extend(f"note: {note}" for note in result.source.notes)
-    out.append("nothing was activated or sent anywhere")
-    return "\n".join(out)
-
-
-_RESOURCE_NOTE: Final = "token signature and lifetime not checked (an offline test of the policy)"
-
-
-def resource_json(policy_path: Path, policy: str, result: ResourceResult) -> JsonObject:
-    report: JsonObject = {
-        "kind": "resource",
-        "policy": _policy_json(policy_path, policy),
-        "input": result.description,
-        "resource": str(result.resource),
-        "decision": "allow" if result.allowed else "deny",
-        "allow": None if result.allow is UNDEFINED else result.allow,
-        "refused": not result.allowed,
-        "appraisal": appraisal_summary(result.claims),
-        "failed": [c.to_json() for c in result.failed],
-        "notes": [_RESOURCE_NOTE],
-        "activated": False,
-    }
-    if result.trace_error is not None:
-        report["trace_error"] = result.trace_error
-    return report
-
-
-def resource_text(policy_path: Path, policy: str, result: ResourceResult) -> str:
-    digest = hashlib.sha256(policy.encode()).hexdigest()
-    out = [
-        f"candidate policy: {policy_path} (sha256 {digest})",
-        f"input: {result.description}",
-        f"resource: {result.resource}",
-        f"appraisal: {appraisal_summary(result.claims)}",
-        f"decision: {'allow' if result.allowed else 'deny'}",
-    ]
-    if not result.allowed:
-        if result.allow is not False:
-            shown = "undefined" if result.allow is UNDEFINED else _short(result.allow)
-            out.append(f"  (allow is {shown}, not true)")
-        if result.trace_error is not None:
-            out.append(f"trace unavailable: {result.trace_error}")
-        elif not result.failed:
-            out.append("why: no failed condition located (allow keeps its default)")
-        for c in result.failed:
-            out.extend(_condition_lines(c, ""))
-    out.append(f"note: {_RESOURCE_NOTE}")
-    out.append("nothing was activated or sent anywhere")
-    return "\n".join(out)
-
-
 # --- the command -----------------------------------------------------------------------------
 
 
@@ -839,9 +367,11 @@ def _run(args: argparse.Namespace) -> int:
             print_invalid(e)
             return EXIT_ERROR
     elif args.attestation is not None:
-        source = _from_attestation(args)
+        path, seq = args.attestation
+        source = from_attestation(path, seq, args.audit_key)
     else:
-        source = _from_claims(args)
+        raw = read_limited(args.claims, MAX_CLAIMS_BYTES, "claims file", allow_stdin=True)
+        source = from_claims(raw, args.claims)
     if args.reference_values is None:
         note = "no --reference-values: every reference value reads as null"
         source = replace(source, notes=(*source.notes, note))

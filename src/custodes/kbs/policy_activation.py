@@ -7,7 +7,8 @@ from __future__ import annotations
 import logging
 from typing import Final, Literal
 
-from custodes.audit.log import AuditKind, AuditLog
+from custodes.audit.entry import AuditKind
+from custodes.audit.log import AuditLog
 from custodes.kbs.broker import TenantServices
 
 logger = logging.getLogger(__name__)

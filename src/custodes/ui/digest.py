@@ -25,7 +25,9 @@ from typing import Final
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from custodes.audit.log import AuditEntry, AuditKind, AuditLog, verify_chain
+from custodes.audit.entry import AuditEntry, AuditKind
+from custodes.audit.log import AuditLog
+from custodes.audit.verify import verify_chain
 from custodes.types.json import Json, JsonObject
 
 # Verified while the page waits; a longer backlog goes to the background thread.

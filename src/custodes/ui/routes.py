@@ -24,13 +24,13 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from custodes._internal.admin_claims import normalize
-from custodes.audit.log import format_time
+from custodes.audit.entry import format_time
 from custodes.errors import AdminAuthError, ConfigError, CustodesError, MalformedMessage, NotFound
 from custodes.kbs import errors as kerr
 from custodes.kbs.admin_auth import AdminForbidden
 from custodes.kbs.broker import Broker
 from custodes.kbs.tenants import DEFAULT_TENANT, check_tenant_id
-from custodes.ui import charts, pages
+from custodes.ui import charts
 from custodes.ui.auth import (
     LOGIN_COOKIE,
     LOGIN_FORM_SECONDS,
@@ -45,6 +45,7 @@ from custodes.ui.auth import (
     check_same_origin,
 )
 from custodes.ui.digest import Digests
+from custodes.ui.pages import activity, common, denials, operator, stores
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +97,7 @@ def _environment() -> Environment:
     )
     env.filters["urlpart"] = lambda s: quote(str(s), safe="")
     env.filters["ms_time"] = format_time
-    env.filters["shortjson"] = pages.short_json
+    env.filters["shortjson"] = common.short_json
     return env
 
 
@@ -132,7 +133,7 @@ class Dashboard:
             status = 401
         elif isinstance(exc, UiForbidden | AdminForbidden):
             status = 403
-        elif isinstance(exc, pages.UiInputError | MalformedMessage):
+        elif isinstance(exc, common.UiInputError | MalformedMessage):
             status = 400
         elif isinstance(exc, NotFound):
             status = 404
@@ -276,9 +277,9 @@ class Dashboard:
         async for chunk in request.stream():
             body += chunk
             if len(body) > limit:
-                raise pages.UiInputError(f"the form is over {limit} bytes")
+                raise common.UiInputError(f"the form is over {limit} bytes")
         if body and ctype != "application/x-www-form-urlencoded":
-            raise pages.UiInputError("forms are sent as application/x-www-form-urlencoded")
+            raise common.UiInputError("forms are sent as application/x-www-form-urlencoded")
         try:
             pairs = parse_qsl(
                 body.decode("utf-8"),
@@ -287,11 +288,11 @@ class Dashboard:
                 max_num_fields=MAX_FORM_FIELDS,
             )
         except (UnicodeDecodeError, ValueError) as e:
-            raise pages.UiInputError(f"unreadable form: {e}") from e
+            raise common.UiInputError(f"unreadable form: {e}") from e
         form: Form = {}
         for name, value in pairs:
             if name in form:
-                raise pages.UiInputError(f"form field {name[:20]!r} given twice")
+                raise common.UiInputError(f"form field {name[:20]!r} given twice")
             form[name] = value
         return form
 
@@ -309,10 +310,10 @@ class Dashboard:
 
     # -- the tenant's pages --
 
-    def _tenant_ctx(self, call: Call) -> pages.Tenant:
+    def _tenant_ctx(self, call: Call) -> common.Tenant:
         if call.session is None or self.digests is None or call.scope.tenant is None:
             raise UiAuthError("not signed in")
-        return pages.Tenant(
+        return common.Tenant(
             self.broker, self.broker.tenant(call.scope.tenant), self.digests, call.session
         )
 
@@ -326,33 +327,35 @@ class Dashboard:
         head = rest[0] if rest else ""
         if method == "GET":
             if not rest:
-                ov = await run(lambda: pages.overview(t, query.get("window", "24h")))
+                ov = await run(lambda: activity.overview(t, query.get("window", "24h")))
                 return self.page(call, "overview.html", ov=ov, windows=charts.WINDOWS)
             if rest == ["activity"] or rest == ["denials"]:
                 kinds = ("attestation", "release") if head == "activity" else ("denial",)
-                filters = pages.Filters.parse(dict(query))
-                act = await run(lambda: pages.activity(t, filters, kinds))
-                return self.page(call, f"{head}.html", act=act, results=pages.RESULTS)
+                filters = activity.Filters.parse(dict(query))
+                act = await run(lambda: activity.activity(t, filters, kinds))
+                return self.page(call, f"{head}.html", act=act, results=common.RESULTS)
             if head == "activity" and len(rest) == 2:
                 seq = _int(rest[1], "entry")
-                view = await run(lambda: pages.entry_view(t, seq))
+                view = await run(lambda: activity.entry_view(t, seq))
                 return self.page(call, "entry.html", view=view)
             if head == "denials" and len(rest) == 2:
-                view = await run(lambda: pages.denial_view(t, rest[1]))
+                view = await run(lambda: denials.denial_view(t, rest[1]))
                 return self.page(call, "denial.html", view=view, test=None)
             if rest == ["resources"]:
-                rows = await run(lambda: pages.resources(t))
+                rows = await run(lambda: stores.resources(t))
                 return self.page(call, "resources.html", rows=rows)
             if rest == ["policies"]:
-                listed = await run(lambda: pages.policy_list(t))
+                listed = await run(lambda: stores.policy_list(t))
                 return self.page(call, "policies.html", policies=listed)
             if head == "policies" and len(rest) == 3:
                 version = _opt_int(query.get("version"), "version")
                 diff_from = _opt_int(query.get("diff"), "diff")
-                view = await run(lambda: pages.policy_view(t, rest[1], rest[2], version, diff_from))
+                view = await run(
+                    lambda: stores.policy_view(t, rest[1], rest[2], version, diff_from)
+                )
                 return self.page(call, "policy.html", view=view, done=query.get("done", ""))
             if rest == ["reference-values"]:
-                rows = await run(lambda: pages.reference_values(t))
+                rows = await run(lambda: stores.reference_values(t))
                 return self.page(call, "reference_values.html", rows=rows)
             if rest == ["access-matrix"]:
                 return self.page(call, "access_matrix.html", pictures=[], message="")
@@ -387,16 +390,16 @@ class Dashboard:
                 version = (
                     None if rest[3] == "rollback" else _int(form.get("version", ""), "version")
                 )
-                now_active = await run(lambda: pages.activate(t, rest[1], rest[2], version))
+                now_active = await run(lambda: stores.activate(t, rest[1], rest[2], version))
                 return _redirect(
                     f"{call.scope.base}/policies/{quote(rest[1])}/{quote(rest[2])}"
                     f"?done=activated+version+{now_active}"
                 )
             if head == "denials" and len(rest) == 3 and rest[2] == "test":
-                view = await run(lambda: pages.denial_view(t, rest[1]))
+                view = await run(lambda: denials.denial_view(t, rest[1]))
                 # On this thread, as the release path evaluates: regorus engines are bound to
                 # the thread that made them (custodes.policy.engine).
-                test = pages.test_denial(
+                test = denials.test_denial(
                     t, rest[1], form.get("attestation", ""), form.get("resource", "")
                 )
                 return self.page(call, "denial.html", view=view, test=test)
@@ -404,13 +407,13 @@ class Dashboard:
                 pictures = []
                 for name, title in (("before", "before"), ("after", "after")):
                     if form.get(name, "").strip():
-                        pictures.append(pages.matrix_picture(form[name], title))
+                        pictures.append(stores.matrix_picture(form[name], title))
                 if not pictures:
-                    raise pages.UiInputError("paste at least one access matrix (JSON)")
+                    raise common.UiInputError("paste at least one access matrix (JSON)")
                 drawn = [(p, charts.matrix_svg(p)) for p in pictures]
                 return self.page(call, "access_matrix.html", pictures=drawn, message="")
             if rest == ["audit", "export"]:
-                exported = await run(lambda: pages.export(t))
+                exported = await run(lambda: operator.export(t))
                 return Response(
                     exported.body,
                     media_type="application/jsonl",
@@ -426,14 +429,14 @@ class Dashboard:
 
     async def _operator_routes(self, call: Call) -> Response:
         if call.request.method == "GET" and not call.rest:
-            rows = await anyio.to_thread.run_sync(lambda: pages.operator_tenants(self.broker))
+            rows = await anyio.to_thread.run_sync(lambda: operator.operator_tenants(self.broker))
             return self.page(call, "operator.html", tenants=rows)
         raise NotFound(f"no operator page {'/'.join(call.rest)[:80]}")
 
 
 def _int(text: str, what: str) -> int:
     if not text.isascii() or not text.isdigit() or len(text) > 12:
-        raise pages.UiInputError(f"{what} must be a number")
+        raise common.UiInputError(f"{what} must be a number")
     return int(text)
 
 

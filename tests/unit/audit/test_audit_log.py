@@ -23,6 +23,16 @@ from jwcrypto import jwk
 
 from custodes._internal.b64 import b64url_decode, b64url_encode
 from custodes._internal.clock import FrozenClock
+from custodes.audit.entry import (
+    BROKER_STREAM,
+    GENESIS_PREV,
+    AuditEntry,
+    AuditKind,
+    build_entry,
+    format_time,
+    key_id,
+    parse_time,
+)
 from custodes.audit.errors import (
     AuditAnchorMismatch,
     AuditAppendConflict,
@@ -42,23 +52,8 @@ from custodes.audit.errors import (
     AuditUnknownKey,
     AuditWrongStream,
 )
-from custodes.audit.log import (
-    BROKER_STREAM,
-    GENESIS_PREV,
-    MAX_APPEND_ATTEMPTS,
-    NS_HEAD,
-    AuditEntry,
-    AuditKind,
-    AuditLog,
-    VerifyReport,
-    build_entry,
-    format_time,
-    key_id,
-    parse_head,
-    parse_time,
-    verify_chain,
-    verify_jsonl,
-)
+from custodes.audit.log import MAX_APPEND_ATTEMPTS, NS_HEAD, AuditLog
+from custodes.audit.verify import VerifyReport, parse_head, verify_chain, verify_jsonl
 from custodes.errors import ConfigError, StorageError
 from custodes.storage.base import Store
 from custodes.storage.memory import MemoryStore

@@ -22,6 +22,7 @@ from custodes.audit.checkpoint import (
     CheckpointReason,
     parse_checkpoint,
 )
+from custodes.audit.entry import GENESIS_PREV, AuditEntry, AuditKind, build_entry
 from custodes.audit.errors import (
     AuditChainError,
     AuditCheckpointForeign,
@@ -33,16 +34,8 @@ from custodes.audit.errors import (
     AuditTailUncovered,
     AuditWrongStream,
 )
-from custodes.audit.log import (
-    GENESIS_PREV,
-    AuditEntry,
-    AuditKind,
-    AuditLog,
-    VerifyReport,
-    build_entry,
-    verify_chain,
-    verify_jsonl,
-)
+from custodes.audit.log import AuditLog
+from custodes.audit.verify import VerifyReport, verify_chain, verify_jsonl
 from custodes.errors import ConfigError, StorageError
 from custodes.kbs.config import load_config
 from custodes.storage.base import Store

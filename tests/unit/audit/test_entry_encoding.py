@@ -1,5 +1,5 @@
 """The entry's canonical bytes are written as a fixed frame around the event's JCS bytes
-(custodes.audit.log._seal): they must equal rfc8785's encoding of the whole entry, for every
+(custodes.audit.entry._seal): they must equal rfc8785's encoding of the whole entry, for every
 shape the log produces, or hashes would not verify elsewhere."""
 
 from __future__ import annotations
@@ -12,13 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from custodes.audit.log import (
-    MAX_ACTOR_CHARS,
-    MAX_SEQ,
-    AuditKind,
-    build_entry,
-    key_id,
-)
+from custodes.audit.entry import MAX_ACTOR_CHARS, MAX_SEQ, AuditKind, build_entry, key_id
 from custodes.types.json import Json
 
 KEY = ec.generate_private_key(ec.SECP256R1())
@@ -77,10 +71,10 @@ def test_the_frame_is_jcs(
     assert entry.hash == hashlib.sha256(signed).hexdigest()
     assert entry.kid == key_id(KEY.public_key())
     # What the writer stores is what rfc8785 gives for the whole entry.
-    from custodes.audit import log as log_module
+    from custodes.audit import entry as entry_module
 
-    content = log_module._content(kind, actor, event)
-    _, raw = log_module._seal(
+    content = entry_module._content(kind, actor, event)
+    _, raw = entry_module._seal(
         content,
         seq=seq,
         time_ms=time_ms,

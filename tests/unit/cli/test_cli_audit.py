@@ -14,7 +14,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from custodes._internal.clock import FrozenClock
-from custodes.audit.log import AuditKind, AuditLog
+from custodes.audit.entry import AuditKind
+from custodes.audit.log import AuditLog
 from custodes.cli import main
 from custodes.storage.memory import MemoryStore
 

@@ -18,18 +18,14 @@ from typing import Any
 
 import pytest
 
+from custodes.attestation.ear import AR4SI_MEANINGS, meaning
 from custodes.cli import COMMANDS, main
-from custodes.cli.policy import (
-    AR4SI_MEANINGS,
-    EXIT_REFUSED,
-    decode_token_or_json,
-    entry_ref,
-    meaning,
-)
+from custodes.cli.policy import EXIT_REFUSED, entry_ref
 from custodes.errors import ConfigError
 from custodes.guest.attester.sample import SampleAttester
 from custodes.guest.kbs_client import KbsClient
 from custodes.policy.defaults import default_policy
+from custodes.policy.dry_run import decode_token_or_json
 from custodes.protocol.binding import DEFAULT_HASH_ALGORITHM, runtime_data_digest
 from custodes.protocol.tee_key import TeeKeyPair
 from live_broker import SAMPLE_REFERENCE_VALUES, LiveBroker

@@ -11,7 +11,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from custodes._internal.clock import FrozenClock
-from custodes.audit.log import AuditLog, build_entry
+from custodes.audit.entry import build_entry
+from custodes.audit.log import AuditLog
 from custodes.storage.memory import MemoryStore
 from custodes.ui import digest as digest_module
 from custodes.ui.digest import Digests
