@@ -24,15 +24,20 @@ from custodes.guest.attester.sample import SampleAttester
 from custodes.guest.kbs_client import KbsClient
 from custodes.kbs.app import create_app
 from custodes.kbs.broker import build_broker
-from custodes.kbs.config import AttestationConfig, KbsConfig, OperatorConfig, ServerConfig
+from custodes.kbs.config import (
+    AttestationConfig,
+    KbsConfig,
+    LimitsConfig,
+    OperatorConfig,
+    ServerConfig,
+)
 from custodes.kbs.keys import write_public_pem
-from custodes.kbs.lanes import Pools
 from custodes.kbs.server import serve_in_thread
 from custodes.policy.budget import evaluate_within_budget
 from custodes.protocol.resource import ResourcePath
 from live_broker import AdminHeaders
 
-BUDGET = 3.0
+BUDGET = 3  # limits.policy_seconds: the broker's budget comes from its configuration
 SECRET = ResourcePath("default", "key", "s")
 SAMPLE_RVS = {
     "svn": ["1"],
@@ -82,9 +87,10 @@ def two_tenants(tmp_path: Path) -> Iterator[Broker2]:
         server=ServerConfig(listen="127.0.0.1:0", data_dir=tmp_path / "data"),
         attestation=AttestationConfig(unsafe_allow_sample_tee=True),
         operator=OperatorConfig(public_keys=(tmp_path / "operator.pub.pem",)),
+        limits=LimitsConfig(policy_seconds=BUDGET),
     ).validate()
     broker = build_broker(config, clock=FrozenClock(time.time()))
-    app = create_app(broker, pools=Pools(policy_seconds=BUDGET))
+    app = create_app(broker)
     with serve_in_thread(app, config) as url:
         admins: dict[str, AdminClient] = {}
         for tenant in ("slow", "fast"):

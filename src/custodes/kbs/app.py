@@ -118,7 +118,7 @@ def _label(method: str, segments: list[str]) -> str:
 
 
 def create_app(broker: Broker, *, pools: Pools | None = None) -> Starlette:
-    pools = pools or Pools()
+    pools = pools or Pools(policy_seconds=broker.config.limits.policy_seconds)
 
     async def api(request: HttpRequest) -> Response:
         method = request.method

@@ -164,6 +164,7 @@ class Broker:
                 rvps=rvps,
                 signer=signer,
                 allow_sample_tee=config.attestation.unsafe_allow_sample_tee,
+                policy_seconds=config.limits.policy_seconds,
             ),
             admin=admin,
             resources=ResourceRepository(store, clock, namespace(tenant_id, NS_RESOURCES)),

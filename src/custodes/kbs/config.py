@@ -54,6 +54,8 @@ class LimitsConfig:
     max_json_depth: int = 32
     session_ttl_seconds: int = 300
     max_resource_bytes: int = 1024 * 1024
+    # The time one evaluation of a tenant's Rego policy may take (custodes.policy.budget).
+    policy_seconds: int = 2
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,12 +36,13 @@ def test_a_worker_that_ends_on_its_own_stops_the_others(tmp_path: Path) -> None:
 
     def worker(report_started: Callable[[], None]) -> int:
         report_started()
-        me = os.getpid()
-        (marks / str(me)).write_text("up")
-        if len(list(marks.iterdir())) == 1:
-            return 7  # the first one fails
-        time.sleep(60)  # the others serve until stopped
-        return 0
+        try:
+            # Exactly one worker claims the mark (O_EXCL: no race between the workers).
+            os.close(os.open(marks / "first", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            time.sleep(60)  # the others serve until stopped
+            return 0
+        return 7  # the first one fails
 
     started = time.monotonic()
     outcome = run_workers(3, worker)
