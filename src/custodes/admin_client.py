@@ -9,11 +9,10 @@ caller's subject (``sub``), the URL it is sent to (``aud``: the tenant's KBS bas
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Literal, Self
 
@@ -22,12 +21,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from custodes._internal.admin_claims import OPERATOR_PATH, check_subject, normalize
-from custodes._internal.b64 import b64std_encode, b64url_decode, b64url_encode
+from custodes._internal.b64 import b64url_decode, b64url_encode
 from custodes._internal.jws import sign_compact
 from custodes._internal.kbs_http import raise_for_error
 from custodes._internal.tls import tls_verify
 from custodes.errors import ConfigError, MalformedMessage, UpstreamError
 from custodes.protocol.resource import ResourcePath
+from custodes.rvps.messages import sample_message
 from custodes.types.json import Json, JsonObject
 
 AdminKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
@@ -249,14 +249,7 @@ class AdminClient(_SignedClient):
         self, values: Mapping[str, Json], *, expiration: datetime | None = None
     ) -> None:
         """Register ``id -> value`` pairs as one upstream ``sample`` RVPS message."""
-        message: JsonObject = {
-            "version": "0.1.0",
-            "type": "sample",
-            "payload": b64std_encode(json.dumps(dict(values)).encode()),
-        }
-        if expiration is not None:
-            message["expiration"] = expiration.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        self.register_message(message)
+        self.register_message(sample_message(values, expiration=expiration))
 
     def register_message(self, message: Json) -> None:
         self._call("POST", "reference-value", json=message)
