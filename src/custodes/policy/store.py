@@ -43,6 +43,9 @@ class PolicyStore:
         self._clock = clock
         self._texts: dict[tuple[str, int], str] = {}
         self._texts_lock = threading.Lock()
+        # Uploads in this process take turns choosing the next version number, so they never
+        # race each other; the insert-if-absent below settles races with other processes.
+        self._write_lock = threading.Lock()
 
     def set(self, policy_id: str, text: str) -> int:
         """Store a new version and activate it; returns its number. ``PolicyError`` for a
@@ -50,14 +53,16 @@ class PolicyStore:
         _check_id(policy_id)
         RegoEngine.check(text)
         now = self._clock.now()
-        for _ in range(_VERSION_RETRIES):
-            version = self._latest(policy_id) + 1
-            if self._store.insert(
-                self._ns, _version_key(policy_id, version), text.encode(), now=now
-            ):
-                self._activate(policy_id, version, text)
-                return version
-        raise PolicyError(f"policy {policy_id!r} is being changed concurrently; retry")
+        with self._write_lock:
+            for _ in range(_VERSION_RETRIES):
+                version = self._latest(policy_id) + 1
+                if self._store.insert(
+                    self._ns, _version_key(policy_id, version), text.encode(), now=now
+                ):
+                    self._activate(policy_id, version, text)
+                    return version
+        # Not the client's mistake: a 503 the client may retry, not a 400.
+        raise StorageError(f"policy {policy_id!r} is being changed concurrently; retry")
 
     def _latest(self, policy_id: str) -> int:
         prefix = policy_id + "@"

@@ -105,3 +105,28 @@ def test_a_cached_policy_follows_a_change_made_by_another_replica(store: Store) 
     assert here.active("resource-policy") == (2, DENY)
     there.activate("resource-policy", 1)  # a rollback elsewhere is seen at once too
     assert here.active("resource-policy") == (1, ALLOW)
+
+
+def test_concurrent_uploads_in_one_process_all_get_a_version(tmp_path: Path) -> None:
+    # More concurrent uploads than the store's retry budget: none may be refused, and no two
+    # may share a version (CI once answered one of 20 concurrent uploads with 400). The real
+    # SQLite store, with its listing slowed so that every upload reads the same latest version
+    # unless uploads take turns.
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    class SlowListing(SqliteStore):
+        def list(self, namespace: str, *, now: float) -> list[str]:
+            keys = super().list(namespace, now=now)
+            time.sleep(0.005)  # between reading the latest version and inserting the next
+            return keys
+
+    store = SlowListing(tmp_path / "kv.db")
+    policies = PolicyStore(store, NS_RESOURCE_POLICY, FrozenClock(1_000.0))
+    texts = [f"package policy\n# upload {i}\ndefault allow := false\n" for i in range(32)]
+    try:
+        with ThreadPoolExecutor(32) as pool:
+            versions = list(pool.map(lambda t: policies.set("p", t), texts))
+    finally:
+        store.close()
+    assert sorted(versions) == list(range(1, 33))
