@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Literal, Self
+from typing import ClassVar, Literal, Self
 
 import httpx
 from cryptography.hazmat.primitives import serialization
@@ -80,24 +80,28 @@ def operator_audience(broker_url: str) -> str:
 
 
 class _SignedClient:
-    """HTTP calls under one base URL, each with a fresh single-use JWT."""
+    """HTTP calls under one base URL and API (``API``), each with a fresh single-use JWT for
+    ``subject`` (default ``SUBJECT``). ``audience`` (default: ``url``) is the base URL the
+    broker knows itself by, when ``url`` reaches it by another name (a port-forward, a
+    proxy)."""
+
+    API: ClassVar[str]
+    SUBJECT: ClassVar[str]
 
     def __init__(
         self,
         url: str,
         key: AdminKey,
         *,
-        subject: str,
-        audience: str,
-        api: str,
+        subject: str | None = None,
+        audience: str | None = None,
         ca_file: Path | None = None,
         timeout: float = 30.0,
     ) -> None:
         self.base = url.rstrip("/")
         self._key = key
-        self._subject = check_subject(subject)
-        self._audience = normalize(audience)
-        self._api = api
+        self._subject = check_subject(self.SUBJECT if subject is None else subject)
+        self._audience = self._token_audience(audience or url)
         verify = tls_verify(ca_file)  # a bad CA file: one precise error, before any request
         self._http = httpx.Client(timeout=timeout, verify=verify)
 
@@ -123,7 +127,7 @@ class _SignedClient:
         try:
             response = self._http.request(
                 method,
-                f"{self.base}/{self._api}/{path}",
+                f"{self.base}/{self.API}/{path}",
                 headers=headers,
                 **kwargs,  # type: ignore[arg-type]
             )
@@ -138,38 +142,43 @@ class _SignedClient:
         except ValueError as e:
             raise MalformedMessage("the broker answered with invalid JSON") from e
 
+    def _get(self, path: str) -> Json:
+        return self._json(self._call("GET", path))
+
+    @staticmethod
+    def _token_audience(broker_url: str) -> str:
+        return normalize(broker_url)
+
+
+def _array(body: Json, what: str) -> list[Json]:
+    if not isinstance(body, list):
+        raise MalformedMessage(f"{what}: expected a JSON array")
+    return body
+
+
+def _object(body: Json, what: str) -> JsonObject:
+    if not isinstance(body, dict):
+        raise MalformedMessage(f"{what}: expected a JSON object")
+    return body
+
+
+def _strings(body: Json, what: str) -> list[str]:
+    return [str(item) for item in _array(body, what)]
+
+
+def _objects(body: Json, what: str) -> list[JsonObject]:
+    return [_object(item, f"an entry of {what}") for item in _array(body, what)]
+
 
 class AdminClient(_SignedClient):
-    """A tenant's admin API at ``url``, its KBS base URL. ``audience`` (default: ``url``)
-    is the base URL the broker knows itself by, when ``url`` reaches it by another name
-    (a port-forward, a proxy)."""
+    """A tenant's admin API at ``url``, its KBS base URL."""
 
-    def __init__(
-        self,
-        url: str,
-        key: AdminKey,
-        *,
-        subject: str = "admin",
-        audience: str | None = None,
-        ca_file: Path | None = None,
-        timeout: float = 30.0,
-    ) -> None:
-        super().__init__(
-            url,
-            key,
-            subject=subject,
-            audience=audience or url,
-            api="kbs/v0",
-            ca_file=ca_file,
-            timeout=timeout,
-        )
+    API = "kbs/v0"
+    SUBJECT = "admin"
 
     # identities (tenants other than default)
     def list_identities(self) -> list[JsonObject]:
-        items = self._json(self._call("GET", "identities"))
-        if not isinstance(items, list):
-            raise MalformedMessage("identities: expected a JSON array")
-        return [dict(i) for i in items if isinstance(i, dict)]
+        return _objects(self._get("identities"), "identities")
 
     def add_identity(self, subject: str, role: str, public_key_pem: str) -> None:
         body: JsonObject = {"subject": subject, "role": role, "public_key": public_key_pem}
@@ -191,16 +200,10 @@ class AdminClient(_SignedClient):
         self._call("DELETE", f"resource/{path}")
 
     def resource_info(self, path: ResourcePath) -> JsonObject:
-        info = self._json(self._call("GET", f"resource-info/{path}"))
-        if not isinstance(info, dict):
-            raise MalformedMessage("resource-info: expected a JSON object")
-        return info
+        return _object(self._get(f"resource-info/{path}"), "resource-info")
 
     def list_resources(self) -> list[str]:
-        items = self._json(self._call("GET", "resource"))
-        if not isinstance(items, list):
-            raise MalformedMessage("resource list: expected a JSON array")
-        return [str(i) for i in items]
+        return _strings(self._get("resource"), "resource list")
 
     # policies
     def set_policy(self, kind: PolicyKind, text: str, *, policy_id: str = "default_cpu") -> None:
@@ -210,33 +213,24 @@ class AdminClient(_SignedClient):
         self._call("POST", f"{kind}-policy", json=body)
 
     def list_policies(self, kind: PolicyKind) -> list[str]:
-        items = self._json(self._call("GET", f"{kind}-policy"))
-        if not isinstance(items, list):
-            raise MalformedMessage("policy list: expected a JSON array")
-        return [str(i) for i in items]
+        return _strings(self._get(f"{kind}-policy"), "policy list")
 
     def policy_versions(self, kind: PolicyKind, policy_id: str) -> list[JsonObject]:
-        items = self._json(self._call("GET", f"{kind}-policy/{policy_id}/versions"))
-        if not isinstance(items, list):
-            raise MalformedMessage("policy versions: expected a JSON array")
-        return [dict(i) for i in items]
+        return _objects(self._get(f"{kind}-policy/{policy_id}/versions"), "policy versions")
 
     def activate_policy(self, kind: PolicyKind, policy_id: str, version: int) -> None:
         self._call("POST", f"{kind}-policy/{policy_id}/activate", json={"version": version})
 
     def get_policy(self, kind: PolicyKind, policy_id: str, version: int | None = None) -> str:
         query = f"?version={version}" if version is not None else ""
-        body = self._json(self._call("GET", f"{kind}-policy/{policy_id}{query}"))
+        body = self._get(f"{kind}-policy/{policy_id}{query}")
         if not isinstance(body, dict) or not isinstance(body.get("policy"), str):
             raise MalformedMessage("policy: expected {'policy_id', 'policy'}")
         return b64url_decode(body["policy"]).decode("utf-8")
 
     # audit
     def get_denial(self, correlation_id: str) -> JsonObject:
-        body = self._json(self._call("GET", f"denials/{correlation_id}"))
-        if not isinstance(body, dict):
-            raise MalformedMessage("denial: expected a JSON object")
-        return body
+        return _object(self._get(f"denials/{correlation_id}"), "denial")
 
     def export_audit(self, since: int = 0) -> bytes:
         return self._call("GET", f"audit?since={since}").content
@@ -255,60 +249,32 @@ class AdminClient(_SignedClient):
         self._call("POST", "reference-value", json=message)
 
     def get_reference_value(self, name: str) -> JsonObject:
-        body = self._json(self._call("GET", f"reference-value/{name}"))
-        if not isinstance(body, dict):
-            raise MalformedMessage("reference value: expected a JSON object")
-        return body
+        return _object(self._get(f"reference-value/{name}"), "reference value")
 
     def list_reference_values(self) -> list[str]:
-        items = self._json(self._call("GET", "reference-value"))
-        if not isinstance(items, list):
-            raise MalformedMessage("reference values: expected a JSON array")
-        return [str(i) for i in items]
+        return _strings(self._get("reference-value"), "reference values")
 
 
 class OperatorClient(_SignedClient):
     """The broker operator's API at ``url`` (the broker's base URL): tenants, never their
     contents."""
 
-    def __init__(
-        self,
-        url: str,
-        key: AdminKey,
-        *,
-        subject: str = "operator",
-        audience: str | None = None,
-        ca_file: Path | None = None,
-        timeout: float = 30.0,
-    ) -> None:
-        super().__init__(
-            url,
-            key,
-            subject=subject,
-            audience=operator_audience(audience or url),
-            api="operator/v0",
-            ca_file=ca_file,
-            timeout=timeout,
-        )
+    API = "operator/v0"
+    SUBJECT = "operator"
+
+    @staticmethod
+    def _token_audience(broker_url: str) -> str:
+        return operator_audience(broker_url)
 
     def list_tenants(self) -> list[str]:
-        items = self._json(self._call("GET", "tenants"))
-        if not isinstance(items, list):
-            raise MalformedMessage("tenants: expected a JSON array")
-        return [str(i) for i in items]
+        return _strings(self._get("tenants"), "tenants")
 
     def get_tenant(self, tenant: str) -> JsonObject:
-        return self._object(self._call("GET", f"tenants/{tenant}"))
+        return _object(self._get(f"tenants/{tenant}"), "tenant")
 
     def create_tenant(self, tenant: str, identities: list[Json]) -> JsonObject:
         body: JsonObject = {"id": tenant, "identities": identities}
-        return self._object(self._call("POST", "tenants", json=body))
+        return _object(self._json(self._call("POST", "tenants", json=body)), "tenant")
 
     def set_status(self, tenant: str, action: Literal["suspend", "resume"]) -> JsonObject:
-        return self._object(self._call("POST", f"tenants/{tenant}/{action}"))
-
-    def _object(self, response: httpx.Response) -> JsonObject:
-        body = self._json(response)
-        if not isinstance(body, dict):
-            raise MalformedMessage("tenant: expected a JSON object")
-        return body
+        return _object(self._json(self._call("POST", f"tenants/{tenant}/{action}")), "tenant")

@@ -9,7 +9,9 @@ from __future__ import annotations
 import html
 import json
 import re
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -314,6 +316,43 @@ def test_denial_replay_with_a_draft_policy(world: World) -> None:
         assert bad.status_code == 400
     finally:
         ui.close()
+
+
+def test_a_runaway_draft_is_stopped_by_the_policy_budget(world: World) -> None:
+    # The draft runs in a policy worker under [limits] policy_seconds, off the event loop: the
+    # dashboard answers others meanwhile, and the draft's author gets a clear refusal.
+    runaway = (
+        "package policy\nimport rego.v1\n"
+        'trust_claims := {"hardware": 2} if {\n'
+        "    some i in numbers.range(1, 100000)\n"
+        "    some j in numbers.range(1, 100000)\n"
+        "    i == j + 1000000\n"
+        "}\n"
+    )
+    budget = world.broker.config.limits.policy_seconds
+    admin, auditor = Ui(world, "bank-admin", "bank"), Ui(world, "bank-auditor", "bank")
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            started = time.monotonic()
+            pending = pool.submit(
+                admin.post,
+                f"denials/{world.denials[0]}/test",
+                {"csrf": admin.csrf, "attestation": runaway},
+            )
+            time.sleep(0.3)
+            page = auditor.get("denials")
+            # Ordering, not timing: the other user's page came while the draft still ran.
+            answered_first = not pending.done()
+            r = pending.result()
+            refused = time.monotonic() - started
+        assert page.status_code == 200
+        assert answered_first, "the page waited for the runaway draft"
+        assert refused >= budget
+        assert r.status_code == 400
+        assert f"exceeded its budget of {budget:g} s" in html.unescape(r.text)
+    finally:
+        admin.close()
+        auditor.close()
 
 
 def test_access_matrix_picture(world: World, tmp_path: Path) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,9 +26,11 @@ from custodes.kbs.app import create_app
 from custodes.kbs.broker import Broker, build_broker
 from custodes.kbs.config import AttestationConfig, KbsConfig, ServerConfig
 from custodes.kbs.server import serve_in_thread
+from custodes.policy.defaults import default_policy
 from custodes.protocol.binding import HashAlgorithm, runtime_data_digest
+from custodes.protocol.resource import ResourcePath
 from custodes.protocol.tee_key import TeeKeyPair
-from live_broker import SAMPLE_REFERENCE_VALUES
+from live_broker import SAMPLE_REFERENCE_VALUES, run_cli
 
 PREFIX = "https://github.com/confidential-containers/kbs/errors/"
 
@@ -264,3 +268,133 @@ def test_guest_cli_unknown_selector_is_one_line(
     assert len(lines) == 1
     assert "policy selector 'x' is not configured on this broker" in lines[0]
     assert "Traceback" not in err
+
+
+# --- the pod's entrypoint: custodes run --policy-selector / [[brokers]] policy_selector --------
+
+# Releases the model key only to a token appraised by the policy "pinned" (the selector
+# "confidential-ai" maps to it): the released key is the proof of the token's
+# ear.appraisal-policy-id.
+PINNED_RESOURCE_POLICY = """package policy
+import rego.v1
+default allow := false
+allow if {
+    input.submods.cpu0["ear.status"] == "affirming"
+    input.submods.cpu0["ear.appraisal-policy-id"] == "pinned"
+}
+"""
+MODEL_KEY = "default/key/model"
+WORKLOAD = "print('the workload ran')"
+
+
+@pytest.fixture
+def pinning(tmp_path: Path) -> Iterator[Selecting]:
+    config = KbsConfig(
+        server=ServerConfig(listen="127.0.0.1:0", data_dir=tmp_path / "data"),
+        attestation=AttestationConfig(
+            unsafe_allow_sample_tee=True, policy_id_map=(("confidential-ai", "pinned"),)
+        ),
+    ).validate()
+    b = build_broker(config, clock=FrozenClock(time.time()))
+    with serve_in_thread(create_app(b), config) as url:
+        live = Selecting(url, b, tmp_path / "data")
+        with live.admin() as admin:
+            admin.register_reference_values(SAMPLE_REFERENCE_VALUES)
+            # The same rules as the default policy, stored under the mapped id.
+            admin.set_policy("attestation", default_policy("default_cpu"), policy_id="pinned_cpu")
+            admin.set_policy("resource", PINNED_RESOURCE_POLICY)
+            admin.put_resource(ResourcePath.parse(MODEL_KEY), b"the model key")
+        yield live
+    b.close()
+
+
+def run_guest(
+    s: Selecting, tmp_path: Path, *args: str, broker_table: str = ""
+) -> tuple[subprocess.CompletedProcess[bytes], Path]:
+    """``custodes run`` (a real process: it execs its workload) fetching the model key as a
+    credential; the path the key would be written to."""
+    creds = tmp_path / "creds"
+    config = tmp_path / "guest.toml"
+    config.write_text(
+        f'[[brokers]]\nurl = "{s.url}"\n{broker_table}\n'
+        f'[[credentials]]\nresource_uri = "kbs:///{MODEL_KEY}"\npath = "model.key"\n\n'
+        f'[run]\ncredentials_root = "{creds}"\n'
+    )
+    workload = [sys.executable, "-c", WORKLOAD]
+    done = run_cli("run", "--config", str(config), "--tee", "sample", *args, "--", *workload)
+    return done, creds / "model.key"
+
+
+def one_error_line(done: subprocess.CompletedProcess[bytes]) -> str:
+    err = done.stderr.decode()
+    assert done.returncode == 1, err
+    assert "Traceback" not in err
+    [line] = [line for line in err.splitlines() if line.startswith("custodes: error:")]
+    assert b"the workload ran" not in done.stdout  # the start stopped before the exec
+    return line
+
+
+def test_run_with_a_selector_gets_a_token_of_the_mapped_policy(
+    pinning: Selecting, tmp_path: Path
+) -> None:
+    done, key = run_guest(pinning, tmp_path, "--policy-selector", "confidential-ai")
+    assert done.returncode == 0, done.stderr.decode()
+    assert b"the workload ran" in done.stdout
+    # Released under a policy that requires ear.appraisal-policy-id == "pinned".
+    assert key.read_bytes() == b"the model key"
+    event = attestation_entries(pinning)[-1]
+    assert (event["status"], event["policy_id"], event["policy_selector"]) == (
+        "affirming",
+        "pinned_cpu",
+        "confidential-ai",
+    )
+
+
+def test_run_takes_the_selector_from_the_guest_configuration(
+    pinning: Selecting, tmp_path: Path
+) -> None:
+    done, key = run_guest(pinning, tmp_path, broker_table='policy_selector = "confidential-ai"')
+    assert done.returncode == 0, done.stderr.decode()
+    assert key.read_bytes() == b"the model key"
+    assert attestation_entries(pinning)[-1]["policy_selector"] == "confidential-ai"
+
+
+def test_run_without_a_selector_is_appraised_by_the_default_policy(
+    pinning: Selecting, tmp_path: Path
+) -> None:
+    done, key = run_guest(pinning, tmp_path)
+    line = one_error_line(done)
+    # Appraised by "default": the resource policy, which wants "pinned", refuses the key.
+    assert "PolicyDeny: access to default/key/model denied by policy" in line
+    assert not key.exists()
+    event = attestation_entries(pinning)[-1]
+    assert (event["policy_id"], event["policy_selector"]) == ("default_cpu", None)
+
+
+def test_run_with_an_unknown_selector_is_refused_clearly(
+    pinning: Selecting, tmp_path: Path
+) -> None:
+    done, key = run_guest(pinning, tmp_path, "--policy-selector", "hardened")
+    line = one_error_line(done)
+    assert "policy selector 'hardened' is not configured on this broker" in line
+    assert not key.exists()
+    assert attestation_entries(pinning) == []  # refused at /auth: nothing was appraised
+
+
+@pytest.mark.parametrize(
+    ("args", "table", "where"),
+    [
+        (("--policy-selector", "a b"), "", "--policy-selector: 'a b'"),
+        (("--policy-selector", "x" * 65), "", "--policy-selector: 'xxx"),
+        ((), 'policy_selector = "../strict"', "brokers[0].policy_selector: '../strict'"),
+        ((), "policy_selector = 7", "brokers[0].policy_selector: a policy selector is a string"),
+    ],
+)
+def test_run_refuses_a_malformed_selector_before_any_handshake(
+    pinning: Selecting, tmp_path: Path, args: tuple[str, ...], table: str, where: str
+) -> None:
+    done, _ = run_guest(pinning, tmp_path, *args, broker_table=table)
+    line = one_error_line(done)
+    assert where in line
+    assert "1 to 64 characters of A-Z a-z 0-9 . _ -" in line
+    assert _version_count(pinning, "0.4.0", "accepted") == 0  # no /auth was sent

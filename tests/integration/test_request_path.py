@@ -147,19 +147,18 @@ def test_a_runaway_policy_stops_at_its_budget_and_delays_no_other_tenant(
         t.start()
     time.sleep(0.5)  # the three evaluations are running now
 
-    started = time.monotonic()
+    # Ordering, not timing (a loaded machine stretches every duration): /healthz and the
+    # other tenant's whole handshake and release complete while all three slow evaluations
+    # are still running.
     assert httpx.get(f"{w.url}/healthz", timeout=10).status_code == 200
-    health = time.monotonic() - started
-    started = time.monotonic()
+    running_after_health = sum(t.is_alive() for t in flood)
     with KbsClient(w.base("fast"), SampleAttester()) as fast_guest:
         assert fast_guest.get_resource(SECRET) == b"fast secret"
-    handshake = time.monotonic() - started
     still_running = sum(t.is_alive() for t in flood)
     for t in flood:
         t.join(60)
 
-    assert health < 1.0, f"/healthz took {health:.2f} s during the flood"
-    assert handshake < BUDGET - 0.5, f"the other tenant's handshake took {handshake:.2f} s"
+    assert running_after_health == 3, "/healthz answered only after the slow policies"
     assert still_running == 3, "the other tenant finished only after the slow policies"
     assert len(answers) == 3
     for r, elapsed in answers:
@@ -167,7 +166,7 @@ def test_a_runaway_policy_stops_at_its_budget_and_delays_no_other_tenant(
         body = r.json()
         assert body["type"].endswith("/ParsePolicyError")
         assert "exceeded its evaluation budget of 3 s" in body["detail"]
-        assert BUDGET <= elapsed < BUDGET + 8, elapsed
+        assert elapsed >= BUDGET, elapsed  # it ran until the budget stopped it
     # The slow tenant's admin learns why, by the correlation id the guest was given.
     correlation_id = re.search(r"correlation id ([0-9a-f]{32})", answers[0][0].json()["detail"])
     assert correlation_id is not None

@@ -26,14 +26,13 @@ import json
 from collections.abc import Mapping
 from typing import Final
 
-import rfc8785
-
+from custodes._internal import jcs
+from custodes.attestation.ear import EVIDENCE_CLAIM
 from custodes.errors import MalformedEvidence, UnsupportedTee
 from custodes.types.json import Json, JsonObject
 from custodes.types.tee import Tee
 
 MAX_DEVICE_TEES: Final = 4
-_EVIDENCE: Final = "ear.veraison.annotated-evidence"
 _RUNTIME: Final = "runtime_data_claims"
 _ADDITIONAL: Final = "additional-evidence"
 
@@ -82,7 +81,7 @@ def _compact_gpu(claims: Json) -> Json:
         "measurements": compact.pop("measurements"),
         "measurement_count": counts,
     }
-    compact["measurements_sha384"] = hashlib.sha384(rfc8785.dumps(measured)).hexdigest()
+    compact["measurements_sha384"] = hashlib.sha384(jcs.dumps(measured)).hexdigest()
     return compact
 
 
@@ -102,8 +101,8 @@ def compact_for_token(submods: Mapping[str, JsonObject]) -> dict[str, JsonObject
     false``), which the CPU verifier has bound and each device submodule describes."""
     out: dict[str, JsonObject] = {}
     for name, appraisal in submods.items():
-        evidence = appraisal.get(_EVIDENCE)
+        evidence = appraisal.get(EVIDENCE_CLAIM)
         if isinstance(evidence, dict):
-            appraisal = {**appraisal, _EVIDENCE: _compact_evidence(evidence)}
+            appraisal = {**appraisal, EVIDENCE_CLAIM: _compact_evidence(evidence)}
         out[name] = appraisal
     return out

@@ -8,13 +8,18 @@ adds ``jti`` (a random id for the audit log) and, when the broker runs in an ins
 
 The verifier never trusts a key because the token carries it: a header ``jwk`` must be the very
 key that verified the signature, and that key must be one of the configured trusted keys.
+
+The claims are read through one typed view, :class:`EarClaims` (``submods`` as
+:class:`Submodule` objects), so that the EAR claim names are spelled here and nowhere else.
 """
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Final
 
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -248,6 +253,141 @@ class EarSigner:
         return sign_compact(header, claims, self._key), claims
 
 
+# --- the claims of an EAR, typed ------------------------------------------------------------
+
+SUBMODS: Final = "submods"
+STATUS_CLAIM: Final = "ear.status"
+VECTOR_CLAIM: Final = "ear.trustworthiness-vector"
+POLICY_ID_CLAIM: Final = "ear.appraisal-policy-id"
+EVIDENCE_CLAIM: Final = "ear.veraison.annotated-evidence"
+# The claims an appraisal itself sets: a policy extension may not take one of these names.
+APPRAISAL_CLAIMS: Final = frozenset({STATUS_CLAIM, VECTOR_CLAIM, POLICY_ID_CLAIM, EVIDENCE_CLAIM})
+_STATUSES: Final = frozenset(str(s) for s in Ar4siStatus)
+# The CPU submodule, whose runtime data names the TEE key that resources are encrypted to.
+CPU_SUBMODULE: Final = "cpu0"
+
+
+class MalformedEarClaims(TokenError):
+    """EAR claims whose appraisals are not the shape EAR gives them."""
+
+
+def _vector(name: str, value: Json) -> Mapping[str, int]:
+    if not isinstance(value, dict):
+        raise MalformedEarClaims(f"EAR appraisal {name}: {VECTOR_CLAIM} is not an object")
+    unknown = sorted(set(value) - set(TRUST_CLAIM_NAMES))
+    if unknown:
+        raise MalformedEarClaims(f"EAR appraisal {name}: unknown trust claims {unknown}")
+    vector: dict[str, int] = {}
+    for claim, v in value.items():
+        if not isinstance(v, int) or isinstance(v, bool) or not -128 <= v <= 127:
+            raise MalformedEarClaims(
+                f"EAR appraisal {name}: trust claim {claim!r} is not an integer in -128..127"
+            )
+        vector[claim] = v
+    return MappingProxyType(vector)
+
+
+@dataclass(frozen=True, slots=True)
+class Submodule:
+    """One appraisal of an EAR (``cpu0``, ``gpu0``, ...): the claims of draft-fv-rats-ear that
+    custodes reads, and the rest (policy extensions) by name. ``annotated_evidence`` is the
+    object of the claims, not a copy."""
+
+    status: Ar4siStatus
+    # None when the appraisal carries no vector (EAR makes it optional).
+    vector: Mapping[str, int] | None
+    annotated_evidence: JsonObject | None = None
+    policy_id: str | None = None
+    extensions: Mapping[str, Json] = field(default_factory=lambda: MappingProxyType({}))
+
+    @classmethod
+    def parse(cls, name: str, obj: Json) -> Submodule:
+        """The appraisal ``obj`` named ``name``; ``MalformedEarClaims`` when a claim EAR
+        defines has another shape."""
+        if not isinstance(obj, dict):
+            raise MalformedEarClaims(f"EAR appraisal {name} is not an object")
+        status_claim = obj.get(STATUS_CLAIM)
+        if not isinstance(status_claim, str) or status_claim not in _STATUSES:
+            raise MalformedEarClaims(
+                f"EAR appraisal {name}: {STATUS_CLAIM} is missing or not an AR4SI tier"
+            )
+        status = Ar4siStatus(status_claim)
+        vector = _vector(name, obj[VECTOR_CLAIM]) if VECTOR_CLAIM in obj else None
+        evidence = obj.get(EVIDENCE_CLAIM)
+        if evidence is not None and not isinstance(evidence, dict):
+            raise MalformedEarClaims(f"EAR appraisal {name}: {EVIDENCE_CLAIM} is not an object")
+        policy_id = obj.get(POLICY_ID_CLAIM)
+        if policy_id is not None and not isinstance(policy_id, str):
+            raise MalformedEarClaims(f"EAR appraisal {name}: {POLICY_ID_CLAIM} is not a string")
+        extensions = {k: v for k, v in obj.items() if k not in APPRAISAL_CLAIMS}
+        return cls(status, vector, evidence, policy_id, MappingProxyType(extensions))
+
+    def to_json(self) -> JsonObject:
+        """The appraisal as a token carries it (extensions after the EAR claims)."""
+        out: JsonObject = {STATUS_CLAIM: str(self.status)}
+        if self.vector is not None:
+            out[VECTOR_CLAIM] = dict(self.vector)
+        if self.policy_id is not None:
+            out[POLICY_ID_CLAIM] = self.policy_id
+        if self.annotated_evidence is not None:
+            out[EVIDENCE_CLAIM] = self.annotated_evidence
+        out.update(self.extensions)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class EarClaims:
+    """The claims of an EAR token, its appraisals typed; ``raw`` is the claims as given (the
+    issuer, ``jti``, the tenant, ...)."""
+
+    submodules: Mapping[str, Submodule]
+    raw: JsonObject = field(compare=False)
+
+    @classmethod
+    def parse(cls, claims: Json) -> EarClaims:
+        """``MalformedEarClaims`` unless ``claims`` is an object whose ``submods`` is a
+        non-empty object of well-formed appraisals."""
+        if not isinstance(claims, dict):
+            raise MalformedEarClaims("EAR claims are not an object")
+        submods = claims.get(SUBMODS)
+        if not isinstance(submods, dict) or not submods:
+            raise MalformedEarClaims("EAR claims carry no appraisals (submods)")
+        parsed = {name: Submodule.parse(name, obj) for name, obj in submods.items()}
+        return cls(MappingProxyType(parsed), claims)
+
+    @property
+    def status(self) -> Ar4siStatus:
+        """The worst status over the appraisals."""
+        return worst_status(s.status for s in self.submodules.values())
+
+    @property
+    def token_id(self) -> str | None:
+        jti = self.raw.get("jti")
+        return jti if isinstance(jti, str) else None
+
+    def trust_vectors(self) -> dict[str, Json]:
+        """Submodule -> its trust vector (null for an appraisal without one)."""
+        return {
+            name: None if s.vector is None else dict(s.vector)
+            for name, s in self.submodules.items()
+        }
+
+    def annotated_evidence(self) -> dict[str, JsonObject]:
+        """Submodule -> its annotated evidence, for the appraisals that carry it."""
+        return {
+            name: s.annotated_evidence
+            for name, s in self.submodules.items()
+            if s.annotated_evidence is not None
+        }
+
+    def tee_pubkey(self) -> Json:
+        """The TEE key the CPU appraisal's runtime data names (null when there is none)."""
+        cpu = self.submodules.get(CPU_SUBMODULE)
+        evidence = cpu.annotated_evidence if cpu is not None else None
+        runtime = evidence.get("runtime_data_claims") if evidence is not None else None
+        return runtime.get("tee-pubkey") if isinstance(runtime, dict) else None
+
+
 def _int_claim(claims: JsonObject, name: str) -> int:
     value = claims.get(name)
     if not isinstance(value, int) or isinstance(value, bool):
@@ -275,6 +415,11 @@ class EarVerifier:
 
     def verify(self, token: str) -> JsonObject:
         """The claims of ``token``, or ``TokenError``."""
+        return self.verify_ear(token).raw
+
+    def verify_ear(self, token: str) -> EarClaims:
+        """The claims of ``token``, typed, or ``TokenError`` (``MalformedEarClaims`` for
+        appraisals of the wrong shape)."""
         # 1. Signature by a trusted key, algorithm fixed by that key (ES256).
         header, claims, key = verify_compact_with_key(token, self._keys)
         if not isinstance(key, ec.EllipticCurvePublicKey):  # unreachable: only P-256 is trusted
@@ -297,12 +442,5 @@ class EarVerifier:
             raise TokenError("EAR token expired")
         if iat > now + self._leeway:
             raise TokenError("EAR token issued in the future")
-        # 4. Appraisals.
-        submods = claims.get("submods")
-        if (
-            not isinstance(submods, dict)
-            or not submods
-            or not all(isinstance(a, dict) for a in submods.values())
-        ):
-            raise TokenError("EAR token has no appraisals (submods)")
-        return claims
+        # 4. Appraisals, each the shape EAR gives it.
+        return EarClaims.parse(claims)

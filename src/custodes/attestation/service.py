@@ -16,7 +16,9 @@ One evaluation is a checklist:
    passed as data); its ``extensions`` join the appraisal, and ``ear.appraisal-policy-id``
    names the id. It runs in a worker process under a time budget
    (:mod:`custodes.policy.budget`): a policy over it fails the attestation with a clear error.
-7. The appraisal gets its status (worst tier of the vector).
+7. The appraisal gets its status (worst tier of the vector). Steps 6 and 7, and the reasons
+   for the claims that are not affirming, are :func:`custodes.attestation.appraisal.appraise`,
+   the same appraisal ``custodes policy test`` and the dashboard try candidates with.
 8. The EAR is signed.
 """
 
@@ -28,19 +30,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from custodes.attestation.appraisal import Appraisal, appraise
 from custodes.attestation.composite import (
     compact_for_token,
     device_runtime_data_claims,
     parse_additional_evidence,
 )
-from custodes.attestation.ear import (
-    Ar4siStatus,
-    EarSigner,
-    appraisal_status,
-    tier_of,
-    validate_trust_claims,
-    worst_status,
-)
+from custodes.attestation.ear import Ar4siStatus, EarClaims, EarSigner, worst_status
 from custodes.attestation.initdata import InitData
 from custodes.attestation.verifiers.base import (
     VerificationRequest,
@@ -49,13 +45,8 @@ from custodes.attestation.verifiers.base import (
 )
 from custodes.errors import PolicyError, UnsupportedTee, VerificationError
 from custodes.policy.budget import DEFAULT_SECONDS as DEFAULT_POLICY_SECONDS
-from custodes.policy.budget import (
-    PolicyBudgetExceeded,
-    evaluate_rules_within_budget,
-    explain_within_budget,
-)
 from custodes.policy.defaults import default_policy
-from custodes.policy.engine import UNDEFINED
+from custodes.policy.runner import Budgeted
 from custodes.policy.store import PolicyStore
 from custodes.rvps.service import ReferenceValueProvider
 from custodes.types.json import Json, JsonObject
@@ -66,11 +57,6 @@ logger = logging.getLogger(__name__)
 POLICY_ID: Final = "default"
 DEFAULT_CPU_POLICY_ID: Final = "default_cpu"
 DEFAULT_GPU_POLICY_ID: Final = "default_gpu"
-_STATUS: Final = "ear.status"
-_VECTOR: Final = "ear.trustworthiness-vector"
-_POLICY_ID_CLAIM: Final = "ear.appraisal-policy-id"
-_EVIDENCE: Final = "ear.veraison.annotated-evidence"
-_RESERVED: Final = frozenset({_STATUS, _VECTOR, _POLICY_ID_CLAIM, _EVIDENCE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +68,10 @@ class AttestationOutcome:
     # workload admin (audit log, denial explanations); never part of the token.
     explanation: JsonObject | None = None
     policy_version: int | None = None
+
+    def ear(self) -> EarClaims:
+        """The token's claims, typed (its appraisals by submodule)."""
+        return EarClaims.parse(self.claims)
 
 
 def annotated_evidence(
@@ -106,31 +96,6 @@ def annotated_evidence(
     return annotated
 
 
-def _extensions(value: Json) -> dict[str, Json]:
-    """The policy's ``extensions``: a list of ``{"name", "key", "value"}``, by name."""
-    if value is UNDEFINED:
-        return {}
-    if not isinstance(value, list):
-        raise PolicyError("policy extensions must be a list")
-    merged: dict[str, Json] = {}
-    for ext in value:
-        if not isinstance(ext, dict) or set(ext) != {"name", "key", "value"}:
-            raise PolicyError('each policy extension must be {"name", "key", "value"}')
-        name, key = ext["name"], ext["key"]
-        if not isinstance(name, str) or not name:
-            raise PolicyError("policy extension name must be a non-empty string")
-        if not isinstance(key, int) or isinstance(key, bool):
-            raise PolicyError(f"policy extension {name!r}: key must be an integer")
-        if name in _RESERVED or name in merged:
-            raise PolicyError(f"policy extension {name!r} collides with another appraisal claim")
-        merged[name] = ext["value"]
-    return merged
-
-
-_TRUST_CLAIMS = "data.policy.trust_claims"
-_EXTENSIONS = "data.policy.extensions"
-
-
 class AttestationService:
     def __init__(
         self,
@@ -142,7 +107,8 @@ class AttestationService:
         allow_sample_tee: bool = False,
         policy_seconds: float = DEFAULT_POLICY_SECONDS,
     ) -> None:
-        self._policy_seconds = policy_seconds
+        # Tenants' policies run in worker processes under the budget.
+        self._runner = Budgeted(policy_seconds)
         self._verifiers = dict(verifiers)
         self._policies = policies
         self._rvps = rvps
@@ -153,71 +119,22 @@ class AttestationService:
 
     def _appraise(
         self, tee: Tee, verified: VerifiedClaims, annotated: JsonObject, policy: str = POLICY_ID
-    ) -> JsonObject:
+    ) -> Appraisal:
         # ``policy`` is the requested id (the broker's policy selector); upstream suffixes it
         # with the evidence's class and names the requested id in the appraisal.
         policy_id = f"{policy}_{verified.tee_class}"
         policy_text = self._policies.get(policy_id)
         if policy_text is None:
             raise PolicyError(f"no attestation policy {policy_id!r} for {tee} evidence")
-        # In a worker process under the policy budget, the reference values passed as data
-        # (one snapshot per tenant, re-read only after a change), not store callbacks.
-        results = evaluate_rules_within_budget(
+        # The reference values passed as data (one snapshot per tenant, re-read only after a
+        # change), not store callbacks: the policy runs in another process.
+        return appraise(
             policy_text,
-            [_TRUST_CLAIMS, _EXTENSIONS],
-            input=annotated,
-            reference_values=self._rvps.snapshot(),
-            seconds=self._policy_seconds,
+            annotated,
+            self._rvps.snapshot(),
+            runner=self._runner,
+            policy_name=f"policy {policy_id!r}",
         )
-        if results[_TRUST_CLAIMS] is UNDEFINED:
-            raise PolicyError(f"policy {policy_id!r} does not define trust_claims")
-        vector = validate_trust_claims(results[_TRUST_CLAIMS])
-        extensions = _extensions(results[_EXTENSIONS])
-        appraisal: JsonObject = {
-            _STATUS: str(appraisal_status(vector)),
-            _VECTOR: vector,
-            _POLICY_ID_CLAIM: policy,
-            _EVIDENCE: annotated,
-        }
-        appraisal.update(extensions)
-        return appraisal
-
-    def _explain(
-        self,
-        item: VerifiedClaims,
-        annotated: JsonObject,
-        appraisal: JsonObject,
-        policy_id: str = POLICY_ID,
-    ) -> JsonObject:
-        """The failed conditions behind every trust claim that is not affirming."""
-        policy = self._policies.get(f"{policy_id}_{item.tee_class}") or ""
-        vector = appraisal[_VECTOR]
-        weak = {
-            name: v
-            for name, v in vector.items()
-            if tier_of(v) is not Ar4siStatus.AFFIRMING and tier_of(v) is not Ar4siStatus.NONE
-        }
-        try:
-            failed = explain_within_budget(
-                policy,
-                [name.replace("-", "_") for name in weak],
-                input=annotated,
-                reference_values=self._rvps.snapshot(),
-                seconds=self._policy_seconds,
-            )
-        except PolicyBudgetExceeded:
-            failed = []  # an explanation never turns an appraisal into an error
-        return {
-            name: {
-                "value": value,
-                "failed": [
-                    f
-                    for f in failed
-                    if isinstance(f, dict) and f.get("rule") == name.replace("-", "_")
-                ],
-            }
-            for name, value in weak.items()
-        }
 
     def _verify_devices(
         self, devices: list[tuple[Tee, Json]], report_data: bytes | None
@@ -286,6 +203,7 @@ class AttestationService:
         entries += self._verify_devices(devices, device_report_data)
         init_data_claims = init_data.claims() if init_data is not None else None
         # 5-7. Annotated evidence, policy, appraisal: one submodule per piece of evidence.
+        appraisals: dict[str, Appraisal] = {}
         submods: dict[str, JsonObject] = {}
         counts: dict[str, int] = {}
         for source, item in entries:
@@ -302,14 +220,16 @@ class AttestationService:
             )
             index = counts.get(item.tee_class, 0)
             counts[item.tee_class] = index + 1
-            submods[f"{item.tee_class}{index}"] = self._appraise(source, item, annotated, policy_id)
-        status = worst_status(Ar4siStatus(a[_STATUS]) for a in submods.values())
+            name = f"{item.tee_class}{index}"
+            appraisals[name] = self._appraise(source, item, annotated, policy_id)
+            submods[name] = appraisals[name].submodule(annotated, policy_id).to_json()
+        status = worst_status(a.status for a in appraisals.values())
         explanation: JsonObject | None = None
         if status is not Ar4siStatus.AFFIRMING:
             explanation = {
-                name: self._explain(item, a[_EVIDENCE], a, policy_id)
-                for (name, a), (_, item) in zip(submods.items(), entries, strict=True)
-                if a[_STATUS] != Ar4siStatus.AFFIRMING
+                name: a.explanation()
+                for name, a in appraisals.items()
+                if a.status is not Ar4siStatus.AFFIRMING
             }
         # 8. Sign.
         token, claims = self._signer.sign(compact_for_token(submods))
@@ -318,7 +238,7 @@ class AttestationService:
             "attestation of %s evidence: %s (%s)",
             tee,
             status,
-            ", ".join(f"{name}={a[_STATUS]}" for name, a in submods.items()),
+            ", ".join(f"{name}={a.status}" for name, a in appraisals.items()),
         )
         return AttestationOutcome(
             token=token,

@@ -57,7 +57,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evidence": ("custodes.cli.evidence", "verify TEE evidence offline (auditors)"),
     "audit": ("custodes.cli.audit", "audit log verification and the access matrix"),
     "k8s": ("custodes.cli.k8s", "Kubernetes manifests and the admission webhook"),
-    "rv": ("custodes.cli.rv", "compute reference values (SNP launch measurement)"),
+    "rv": ("custodes.cli.rv", "compute reference values (SNP launch, measured boot, NVIDIA RIMs)"),
     "policy": (
         "custodes.cli.policy",
         "test a candidate policy against recorded evidence or attestations",

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from custodes._internal.kbs_http import KbsRequestError
 from custodes.admin_client import AdminClient, load_admin_key
+from custodes.attestation.ear import EarClaims
 from custodes.cli import demo_fraud
 from custodes.errors import ConfigError
 from custodes.guest.attester.sample import SampleAttester
@@ -84,15 +85,13 @@ def _say(step: str, text: str = "") -> None:
 
 
 def _appraisal(client: KbsClient) -> str:
-    claims = client.token().claims()
-    cpu0 = claims["submods"]["cpu0"]
-    vector = cpu0["ear.trustworthiness-vector"]
+    cpu0 = EarClaims.parse(client.token().claims()).submodules["cpu0"]
     parts = [
         f"{k}={v} ({AR4SI_MEANING.get(v, 'no claim' if v == 0 else '?')})"
-        for k, v in sorted(vector.items())
+        for k, v in sorted((cpu0.vector or {}).items())
         if v
     ]
-    return f"ear.status={cpu0['ear.status']}; " + ", ".join(parts)
+    return f"ear.status={cpu0.status}; " + ", ".join(parts)
 
 
 def run(args: argparse.Namespace) -> int:

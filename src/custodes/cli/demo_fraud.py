@@ -44,6 +44,7 @@ from custodes._internal.b64 import b64url_decode
 from custodes._internal.clock import SystemClock
 from custodes._internal.kbs_http import KbsRequestError
 from custodes.admin_client import AdminClient, load_admin_key
+from custodes.attestation.ear import EarClaims
 from custodes.attestation.verifiers.base import Verifier
 from custodes.attestation.verifiers.registry import VerifierSettings, build_verifiers
 from custodes.datasets.files import encrypt_path
@@ -274,8 +275,8 @@ def _gpu_attempt(url: str, demo_gpu: DemoGpu, key: Secret[bytes], *, debug_mode:
     """One guest (sample CPU + the demo GPU) asks for the key; True when it received it."""
     gpu = demo_gpu.attester(debug_mode=debug_mode)
     with KbsClient(url, SampleAttester(), device_attesters=[gpu]) as guest:
-        submods = guest.attest().claims()["submods"]
-        statuses = ", ".join(f"{name} {a['ear.status']}" for name, a in submods.items())
+        submods = EarClaims.parse(guest.attest().claims()).submodules
+        statuses = ", ".join(f"{name} {a.status}" for name, a in submods.items())
         say("", f"appraisal: {statuses}")
         try:
             received = guest.get_resource(KEY_PATH)
@@ -468,10 +469,9 @@ def _relay(stderr: str) -> None:
 
 def _appraisal(url: str) -> str:
     with KbsClient(url, SampleAttester()) as guest:
-        cpu0 = guest.token().claims()["submods"]["cpu0"]
-    vector = cpu0["ear.trustworthiness-vector"]
-    claims = ", ".join(f"{k}={v}" for k, v in sorted(vector.items()) if v)
-    return f"ear.status={cpu0['ear.status']} ({claims})"
+        cpu0 = EarClaims.parse(guest.token().claims()).submodules["cpu0"]
+    claims = ", ".join(f"{k}={v}" for k, v in sorted((cpu0.vector or {}).items()) if v)
+    return f"ear.status={cpu0.status} ({claims})"
 
 
 def _untrusted(layout: Layout, app: Path, url: str, admin: AdminClient) -> bool:

@@ -152,6 +152,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         examples=[
             "custodes guest api --config /etc/custodes/guest.toml",
             "custodes guest api --url https://broker:8080 --tee snp --listen 127.0.0.1:8006",
+            "custodes guest api --url https://broker:8080 --gpu on --features all",
         ],
     )
     api.add_argument("--config", type=Path, help="guest configuration (TOML)")
@@ -159,6 +160,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_cacert(api)
     api.add_argument("--tee", choices=SELECTABLE, help="attester (default: detect)")
     api.add_argument("--tcti", help="TPM TCTI for --tee tpm")
+    api.add_argument(
+        "--gpu",
+        choices=GPU_MODES,
+        help="attest the NVIDIA GPUs with the CPU, as custodes run does (default auto: when "
+        "the driver is present; needs the custodes[gpu] extra)",
+    )
+    api.add_argument(
+        "--policy-selector",
+        metavar="NAME",
+        help="ask the broker for the attestation policy it maps NAME to "
+        "(default: the broker's default policy)",
+    )
     api.add_argument("--init-data", type=Path, help="init-data TOML sent with the evidence")
     api.add_argument("--listen", help="loopback HOST:PORT (default 127.0.0.1:8006)")
     api.add_argument(
@@ -223,7 +236,6 @@ def _api(args: argparse.Namespace) -> int:
     import uvicorn
 
     from custodes.guest.agent import AttestationAgent
-    from custodes.guest.attester.select import select_attester
     from custodes.guest.cdh import ConfidentialDataHub
     from custodes.guest.config import broker_from_url, load_guest_config
     from custodes.guest.rest import check_listen, create_rest_app
@@ -232,7 +244,7 @@ def _api(args: argparse.Namespace) -> int:
     changes: dict[str, object] = {}
     if args.url:
         changes["brokers"] = (broker_from_url(args.url, args.cacert),)
-    for name in ("tee", "tcti"):
+    for name in ("tee", "tcti", "gpu"):
         if getattr(args, name):
             changes[name] = getattr(args, name)
     if args.listen:
@@ -240,6 +252,8 @@ def _api(args: argparse.Namespace) -> int:
     if args.features:
         changes["rest_features"] = args.features
     config = dataclasses.replace(config, **changes)  # type: ignore[arg-type]
+    if args.policy_selector is not None:
+        config = config.with_policy_selector(args.policy_selector)
     host, port = check_listen(config.rest_listen)
     init_data = None
     if args.init_data is not None:
@@ -247,9 +261,8 @@ def _api(args: argparse.Namespace) -> int:
             init_data = args.init_data.read_bytes().decode("utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise ConfigError(f"cannot read init-data {args.init_data}: {e}") from e
-    agent = AttestationAgent(
-        config, select_attester(config.tee, tcti=config.tcti), init_data=init_data
-    )
+    # The attesters custodes run would choose: the CPU TEE's and, per --gpu, the GPUs'.
+    agent = AttestationAgent.from_config(config, init_data=init_data)
     app = create_rest_app(ConfidentialDataHub(agent), config.rest_features)
     print(f"custodes guest api on http://{host}:{port} ({config.rest_features})", file=sys.stderr)
     try:

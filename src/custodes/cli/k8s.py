@@ -143,6 +143,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     w.add_argument("--broker-cert", type=Path, help="CA certificate (PEM) of the broker's TLS")
     w.add_argument("--policy", type=Path, help="Kata agent policy (policy.rego) for the init-data")
     w.add_argument(
+        "--policy-selector",
+        metavar="NAME",
+        help="the attestation policy the guest asks the broker for (a name in its "
+        "attestation.policy_id_map): in the init-data and, with --entrypoint-wrap, on custodes run",
+    )
+    w.add_argument(
         "--entrypoint-wrap",
         action="store_true",
         help="run each container under `custodes run` (when the runtime does not run the "
@@ -347,6 +353,7 @@ def _pod(args: argparse.Namespace) -> int:
         runtime_class=args.runtime_class,
         broker_cert=read_entry(args.broker_cert) if args.broker_cert else None,
         policy=_agent_policy(args.policy) if args.policy else None,
+        policy_selector=args.policy_selector,
         entrypoint_wrap=args.entrypoint_wrap,
         command=command,
         containers=frozenset(args.container) if args.container else None,

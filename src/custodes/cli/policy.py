@@ -75,6 +75,7 @@ from custodes.policy.dry_run import (
 from custodes.policy.engine import MAX_POLICY_BYTES, RegoEngine
 from custodes.policy.lint import lint_resource_policy
 from custodes.policy.release import evaluate_resource
+from custodes.policy.runner import InProcess
 from custodes.protocol.binding import runtime_data_object
 from custodes.types.json import Json, JsonObject
 from custodes.types.tee import Tee
@@ -87,6 +88,9 @@ EXIT_REFUSED: Final = 3
 KINDS: Final = ("attestation", "resource")
 MAX_CLAIMS_BYTES: Final = 16 * 1024 * 1024
 MAX_REFERENCE_VALUES_BYTES: Final = 16 * 1024 * 1024
+# The candidate runs in this process, on the author's machine: no budget to protect a broker,
+# and the reference values it reads are recorded (a worker process cannot report them).
+_HERE: Final = InProcess()
 
 EPILOG = """\
 input (exactly one):
@@ -352,7 +356,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.kind == "resource":
         raw = read_limited(args.claims, MAX_CLAIMS_BYTES, "claims file", allow_stdin=True)
         claims = decode_token_or_json(raw, f"claims file {args.claims}")
-        resource = evaluate_resource(policy, claims, args.resource, f"EAR claims {args.claims}")
+        resource = evaluate_resource(
+            policy, claims, args.resource, f"EAR claims {args.claims}", runner=_HERE
+        )
         emit(
             args,
             resource_json(args.policy, policy, resource),
@@ -377,7 +383,10 @@ def _run(args: argparse.Namespace) -> int:
         source = replace(source, notes=(*source.notes, note))
     result = AttestationResult(
         source,
-        {name: appraise(policy, a, reference_values) for name, a in source.annotated.items()},
+        {
+            name: appraise(policy, a, reference_values, runner=_HERE)
+            for name, a in source.annotated.items()
+        },
     )
     report = attestation_json(args.policy, policy, result)
     suggested = _suggest(args, policy, result, reference_values) if args.suggest else None
@@ -406,7 +415,10 @@ def _suggest(
     merged = {**reference_values, **values}
     after = AttestationResult(
         result.source,
-        {name: appraise(policy, a, merged) for name, a in result.source.annotated.items()},
+        {
+            name: appraise(policy, a, merged, runner=_HERE)
+            for name, a in result.source.annotated.items()
+        },
     )
     still = {name: dict(a.failed) for name, a in after.appraisals.items() if a.failed}
     return Suggested(values, str(after.status), still, args.suggest_message)

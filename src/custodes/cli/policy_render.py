@@ -59,7 +59,7 @@ def attestation_json(policy_path: Path, policy: str, result: AttestationResult) 
             "failed": {
                 claim: [c.to_json() for c in conditions] for claim, conditions in a.failed.items()
             },
-            "reference_values_consulted": dict(a.consulted),
+            "reference_values_consulted": dict(a.consulted or {}),
         }
         if a.trace_error is not None:
             sub["trace_error"] = a.trace_error
@@ -121,7 +121,7 @@ def attestation_text(policy_path: Path, policy: str, result: AttestationResult) 
                     "      the rule kept its default; no failed condition located (none of its "
                     "conditions reads a claim this evidence has or a reference value)"
                 )
-                absent = [rv for rv, rv_value in a.consulted.items() if rv_value is None]
+                absent = [rv for rv, rv_value in (a.consulted or {}).items() if rv_value is None]
                 if absent:
                     out.append(
                         f"      reference values the policy read as null: {', '.join(absent)}"

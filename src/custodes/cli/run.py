@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from custodes.cli._common import add_cacert
 from custodes.errors import ConfigError, CustodesError
+from custodes.guest.attester.select import GPU_MODES
 
 if TYPE_CHECKING:
     from custodes.guest.dataset_launch import DatasetSpec
@@ -25,6 +26,7 @@ Examples:
   custodes run --config /etc/custodes/guest.toml -- python app.py
   custodes run --url https://broker:8080 --tee tpm --secret-mount /etc/secrets -- ./server
   custodes run --initdata /run/confidential-containers/initdata/initdata.toml -- ./job
+  custodes run --url https://broker:8080 --policy-selector confidential-ai -- python app.py
   custodes run --url https://broker:8080 \
       --dataset kbs:///default/dataset/tx=/data/tx.csv.cdx:/dev/shm/tx.csv -- python app.py
 
@@ -55,6 +57,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_cacert(p)
     p.add_argument("--tee", help="attester: tpm, snp, tdx, or sample (default: detect)")
     p.add_argument("--tcti", help="TPM TCTI for --tee tpm")
+    p.add_argument(
+        "--gpu",
+        choices=GPU_MODES,
+        help="attest the NVIDIA GPUs with the CPU (default auto: when the driver is present; "
+        "needs the custodes[gpu] extra)",
+    )
+    p.add_argument(
+        "--policy-selector",
+        metavar="NAME",
+        help="ask the broker for the attestation policy it maps NAME to (its "
+        "attestation.policy_id_map); default: the broker's default policy",
+    )
     p.add_argument(
         "--secret-mount",
         type=Path,
@@ -115,11 +129,15 @@ def run(args: argparse.Namespace) -> int:
         changes["tee"] = args.tee
     if args.tcti:
         changes["tcti"] = args.tcti
+    if args.gpu:
+        changes["gpu"] = args.gpu
     if args.secret_mount:
         changes["secret_mounts"] = config.secret_mounts + tuple(args.secret_mount)
     if args.on_unseal_error:
         changes["unseal_failure"] = args.on_unseal_error
     config = dataclasses.replace(config, **changes)  # type: ignore[arg-type]
+    if args.policy_selector is not None:
+        config = config.with_policy_selector(args.policy_selector)
     from custodes._internal.tls import tls_verify
 
     for broker in config.brokers:

@@ -24,7 +24,7 @@ from typing import Final
 
 from sevsnpmeasure.vcpu_types import CPU_SIGS  # type: ignore[import-untyped]
 
-from custodes.cli import rv_measured_boot
+from custodes.cli import rv_measured_boot, rv_nvidia_rim
 from custodes.cli._common import add_url, require_url
 from custodes.cli.admin_identity import add_identity_options
 from custodes.errors import ConfigError
@@ -66,7 +66,7 @@ Examples:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "rv",
-        help="compute reference values (SNP launch measurement)",
+        help="compute reference values (SNP launch, measured boot, NVIDIA RIMs)",
         description="Compute reference values offline and, optionally, register them.",
     )
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -119,6 +119,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_url(m)
     m.set_defaults(func=_snp_measurement, usage_error=m.error)
     rv_measured_boot.add_parser(actions)
+    rv_nvidia_rim.add_parser(actions)
 
 
 def _vcpus(text: str) -> int:

@@ -1,6 +1,10 @@
 """The attestation agent: one KBS client (and so one ephemeral TEE key and one cached token)
 per broker, chosen by the host part of the resource URI.
 
+:meth:`AttestationAgent.from_config` is where a guest's attesters are chosen, the CPU TEE's
+and the devices' (GPUs), for ``custodes run`` and ``custodes guest api`` alike: whatever a pod
+runs, its GPUs are attested with its CPU.
+
 The TEE key never leaves this object; :meth:`AttestationAgent.token_with_key` hands it out only
 for upstream's REST ``/aa/token`` feature, which must be enabled explicitly.
 """
@@ -12,6 +16,8 @@ import threading
 from collections.abc import Sequence
 
 from custodes.guest.attester.base import Attester
+from custodes.guest.attester.composite import additional_evidence
+from custodes.guest.attester.select import Platform, select_attester, select_device_attesters
 from custodes.guest.config import BrokerConfig, GuestConfig
 from custodes.guest.kbs_client import KbsClient, Token
 from custodes.protocol.resource import ResourceUri
@@ -37,6 +43,27 @@ class AttestationAgent:
         self._clients: dict[str, KbsClient] = {}
         self._lock = threading.Lock()
 
+    @classmethod
+    def from_config(
+        cls, config: GuestConfig, *, init_data: str | None = None, platform: Platform | None = None
+    ) -> AttestationAgent:
+        """The agent of a guest configured by ``config``: the attester it names (``tee``) or
+        the detected one, and the device attesters of its ``gpu`` mode. ``platform`` replaces
+        the real device paths (tests)."""
+        platform = platform or Platform()
+        attester = select_attester(config.tee, tcti=config.tcti, platform=platform)
+        devices = select_device_attesters(config.gpu, nvidia_device=platform.nvidia_device)
+        return cls(config, attester, init_data=init_data, device_attesters=devices)
+
+    def additional_tees(self) -> list[str]:
+        """The device TEEs attested next to the CPU (upstream's ``GetAdditionalTees``)."""
+        return [str(device.tee) for device in self.device_attesters]
+
+    def additional_evidence(self, report_data: bytes) -> str:
+        """The devices' evidence over ``report_data``, as the handshake sends it (upstream's
+        ``GetAdditionalEvidence``): ``""`` without devices."""
+        return additional_evidence(self.device_attesters, report_data)
+
     def client(self, broker: BrokerConfig) -> KbsClient:
         with self._lock:
             client = self._clients.get(broker.name)
@@ -48,6 +75,7 @@ class AttestationAgent:
                     init_data=self.init_data,
                     ca_file=broker.cacert,
                     device_attesters=self.device_attesters,
+                    policy_selector=broker.policy_selector,
                 )
                 self._clients[broker.name] = client
             return client

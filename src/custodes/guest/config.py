@@ -9,13 +9,15 @@ host is an error, never a fallback.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from custodes.errors import ConfigError
+from custodes.guest.attester.select import GPU_MODES, GpuMode
 from custodes.guest.dataset_launch import DatasetSpec
+from custodes.guest.policy_selector import check_policy_selector
 
 KeyType = Literal["ec-p256", "ec-p521", "rsa"]
 KEY_TYPES: tuple[KeyType, ...] = ("ec-p256", "ec-p521", "rsa")
@@ -28,6 +30,8 @@ class BrokerConfig:
     url: str
     hosts: tuple[str, ...]
     cacert: Path | None = None
+    # The attestation policy to ask this broker for (a name in its policy_id_map).
+    policy_selector: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +45,7 @@ class GuestConfig:
     brokers: tuple[BrokerConfig, ...] = ()
     tee: str | None = None
     tcti: str | None = None
+    gpu: GpuMode = "auto"
     key_type: KeyType = "ec-p256"
     credentials: tuple[Credential, ...] = ()
     credentials_root: Path = CREDENTIALS_ROOT
@@ -71,6 +76,18 @@ class GuestConfig:
         known = ", ".join(h for b in self.brokers for h in b.hosts)
         raise ConfigError(f"no broker is configured for host {host!r} (configured: {known})")
 
+    def with_policy_selector(self, name: str) -> GuestConfig:
+        """This configuration with its broker asking for the policy ``name``
+        (``--policy-selector``). Selector names are each broker's own, so with several
+        brokers the choice belongs in their ``[[brokers]]`` tables, not on the command line."""
+        name = check_policy_selector(name, "--policy-selector")
+        if len(self.brokers) > 1:
+            raise ConfigError(
+                "--policy-selector is ambiguous with several brokers: set policy_selector "
+                "in each [[brokers]] table instead"
+            )
+        return replace(self, brokers=tuple(replace(b, policy_selector=name) for b in self.brokers))
+
 
 def _str(table: dict[str, Any], key: str, where: str, default: str | None = None) -> str | None:
     value = table.get(key, default)
@@ -96,6 +113,11 @@ def broker_from_url(url: str, cacert: Path | None = None) -> BrokerConfig:
     return BrokerConfig("default", url.rstrip("/"), default_hosts(url), cacert)
 
 
+def _policy_selector(table: dict[str, Any], where: str) -> str | None:
+    name = table.get("policy_selector")
+    return None if name is None else check_policy_selector(name, f"{where}.policy_selector")
+
+
 def parse_config(raw: dict[str, Any], base_dir: Path) -> GuestConfig:
     _check_keys(
         raw, {"brokers", "attester", "credentials", "run", "sealed", "rest", "datasets"}, "config"
@@ -113,7 +135,7 @@ def parse_config(raw: dict[str, Any], base_dir: Path) -> GuestConfig:
         where = f"brokers[{i}]"
         if not isinstance(b, dict):
             raise ConfigError(f"{where} must be a table")
-        _check_keys(b, {"name", "url", "hosts", "cacert"}, where)
+        _check_keys(b, {"name", "url", "hosts", "cacert", "policy_selector"}, where)
         url = _str(b, "url", where)
         if not url:
             raise ConfigError(f"{where}.url is required")
@@ -127,7 +149,13 @@ def parse_config(raw: dict[str, Any], base_dir: Path) -> GuestConfig:
         cacert = _str(b, "cacert", where)
         name = _str(b, "name", where) or ("default" if i == 0 else f"broker{i}")
         brokers.append(
-            BrokerConfig(name, url.rstrip("/"), hosts_t, path(cacert) if cacert else None)
+            BrokerConfig(
+                name,
+                url.rstrip("/"),
+                hosts_t,
+                path(cacert) if cacert else None,
+                _policy_selector(b, where),
+            )
         )
     names = [b.name for b in brokers]
     if len(set(names)) != len(names):
@@ -139,10 +167,13 @@ def parse_config(raw: dict[str, Any], base_dir: Path) -> GuestConfig:
     attester = raw.get("attester", {})
     if not isinstance(attester, dict):
         raise ConfigError("[attester] must be a table")
-    _check_keys(attester, {"tee", "tcti", "key_type"}, "attester")
+    _check_keys(attester, {"tee", "tcti", "key_type", "gpu"}, "attester")
     key_type = attester.get("key_type", "ec-p256")
     if key_type not in KEY_TYPES:
         raise ConfigError(f"attester.key_type must be one of {', '.join(KEY_TYPES)}")
+    gpu = attester.get("gpu", "auto")
+    if gpu not in GPU_MODES:
+        raise ConfigError(f"attester.gpu must be one of {', '.join(GPU_MODES)}")
 
     credentials: list[Credential] = []
     raw_creds = raw.get("credentials", [])
@@ -209,6 +240,7 @@ def parse_config(raw: dict[str, Any], base_dir: Path) -> GuestConfig:
         brokers=tuple(brokers),
         tee=_str(attester, "tee", "attester"),
         tcti=_str(attester, "tcti", "attester"),
+        gpu=gpu,
         key_type=key_type,
         credentials=tuple(credentials),
         credentials_root=path(creds_root) if creds_root else CREDENTIALS_ROOT,

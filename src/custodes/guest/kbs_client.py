@@ -33,6 +33,8 @@ from custodes._internal.kbs_http import KbsRequestError, raise_for_error
 from custodes._internal.tls import tls_verify
 from custodes.errors import MalformedMessage, UpstreamError
 from custodes.guest.attester.base import Attester
+from custodes.guest.attester.composite import additional_evidence
+from custodes.guest.policy_selector import check_policy_selector
 from custodes.protocol.binding import (
     HashAlgorithm,
     device_runtime_data_digest,
@@ -105,6 +107,8 @@ class KbsClient:
         """``device_attesters`` (GPUs) send their evidence as ``additional_evidence``;
         ``policy_selector`` names the attestation policy to ask for (the broker maps it)."""
         self.base = url.rstrip("/")
+        if policy_selector is not None:
+            policy_selector = check_policy_selector(policy_selector, "--policy-selector")
         self.policy_selector = policy_selector
         self.attester = attester
         self.device_attesters = tuple(device_attesters)
@@ -220,8 +224,7 @@ class KbsClient:
         if not self.device_attesters:
             return ""
         digest = device_runtime_data_digest(nonce, jwk, algorithm)
-        evidence = {str(a.tee): a.evidence(digest) for a in self.device_attesters}
-        return json.dumps(evidence, separators=(",", ":"))
+        return additional_evidence(self.device_attesters, digest)
 
     def _fresh(self, token: Token) -> bool:
         return token.expires_at - TOKEN_REFRESH_MARGIN > self._clock()

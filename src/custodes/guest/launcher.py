@@ -1,8 +1,9 @@
 """``custodes run``: prepare the workload's secrets inside the TEE, then exec it unchanged.
 
 Steps, in order:
-1. choose the attester; with init-data, bind it where the guest can (TPM: extend PCR 8) and
-   send it with every attestation;
+1. choose the attesters (the CPU TEE's and the GPUs': :meth:`AttestationAgent.from_config`);
+   with init-data, bind it where the guest can (TPM: extend PCR 8) and send it with every
+   attestation;
 2. fetch the ``[[credentials]]`` files;
 3. unseal every environment value that starts with ``sealed.``;
 4. unseal every file under the configured secret mounts whose content starts with ``sealed.``:
@@ -38,7 +39,6 @@ from pathlib import Path
 
 from custodes.errors import ConfigError, CustodesError
 from custodes.guest.agent import AttestationAgent
-from custodes.guest.attester.select import select_attester, select_device_attesters
 from custodes.guest.cdh import ConfidentialDataHub, write_credential, write_private
 from custodes.guest.config import GuestConfig
 from custodes.guest.dataset_launch import (
@@ -256,13 +256,10 @@ def prepare(
         plan(spec, allow_persistent=dataset_allow_persistent)
         for spec in (*config.datasets, *datasets)
     ]
-    attester = select_attester(config.tee, tcti=config.tcti)
+    # The CPU's attester and, per config.gpu, the GPUs' (the custodes[gpu] extra).
+    agent = AttestationAgent.from_config(config, init_data=init_data_text)
     if init_data is not None:
-        _bind_init_data(attester, init_data)
-    # The GPUs whose driver is present are attested with the CPU (the custodes[gpu] extra).
-    agent = AttestationAgent(
-        config, attester, init_data=init_data_text, device_attesters=select_device_attesters()
-    )
+        _bind_init_data(agent.attester, init_data)
     hub = ConfidentialDataHub(agent)
     prepared = Prepared(env=dict(environ))
     try:

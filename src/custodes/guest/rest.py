@@ -1,10 +1,12 @@
 """The guest REST API on 127.0.0.1:8006, with upstream api-server-rest's paths.
 
 Features, as upstream: ``resource`` (default: ``/cdh/resource/…``), ``attestation``
-(``/aa/token``, ``/aa/evidence``, ``/aa/additional-evidence``) or ``all``. The attestation
-feature hands the TEE's private key to local callers (``/aa/token``), exactly as upstream does;
-it is off by default and the API logs a warning when it is on. Requests from a non-loopback
-peer get 403, and the API refuses to listen on a non-loopback address.
+(``/aa/token``, ``/aa/evidence``, ``/aa/additional-evidence``) or ``all``. The agent behind it
+is the one ``custodes run`` uses (:meth:`AttestationAgent.from_config`): a guest with GPUs
+attests them with its CPU on every path, and ``/aa/additional-evidence`` is their evidence.
+The attestation feature hands the TEE's private key to local callers (``/aa/token``), exactly
+as upstream does; it is off by default and the API logs a warning when it is on. Requests
+from a non-loopback peer get 403, and the API refuses to listen on a non-loopback address.
 """
 
 from __future__ import annotations
@@ -64,7 +66,10 @@ def create_rest_app(hub: ConfidentialDataHub, features: Features) -> Starlette:
     async def info(request: Request) -> Response:
         if (denied := guard(request)) is not None:
             return denied
-        body = {"version": __version__, "tee": str(agent.attester.tee), "feature": features}
+        body: dict[str, object] = {"version": __version__, "tee": str(agent.attester.tee)}
+        if devices := agent.additional_tees():  # omitted when empty, as upstream
+            body["additional_tees"] = devices
+        body["feature"] = features
         return Response(json.dumps(body), media_type="application/json")
 
     async def resource(request: Request) -> Response:
@@ -133,11 +138,18 @@ def create_rest_app(hub: ConfidentialDataHub, features: Features) -> Starlette:
         if not attestation_on:
             return _text(404, "Attestation Feature Not Enabled")
         try:
-            _runtime_data(request)
+            data = _runtime_data(request)
         except ValueError as e:
             return _text(400, f"BAD REQUEST: {e}")
-        # No attestable devices are supported yet: upstream answers an empty body then.
-        return Response(b"", media_type="application/octet-stream")
+        # The agent's devices (GPUs) over the caller's report data, as the handshake builds
+        # it: upstream's {tee: evidence} JSON, or an empty body without devices.
+        try:
+            text = await anyio.to_thread.run_sync(lambda: agent.additional_evidence(data))
+        except ValueError as e:  # report data a device cannot take (a GPU needs 32 bytes)
+            return _text(400, f"BAD REQUEST: {e}")
+        except CustodesError as e:
+            return _text(500, str(e))
+        return Response(text.encode(), media_type="application/octet-stream")
 
     async def not_found(request: Request, exc: Exception) -> Response:
         return _text(404, "URL NOT FOUND")

@@ -1,6 +1,7 @@
 """The init-data of a confidential pod that names the tenant's broker, and reading it back.
 
-Written: ``aa.toml`` with ``[token_configs.kbs] url`` (+ ``cert``), ``cdh.toml`` with
+Written: ``aa.toml`` with ``[token_configs.kbs] url`` (+ ``cert``, + the policy selector as
+upstream's ``attestation_policy_selector``, guest-components #1604), ``cdh.toml`` with
 ``[kbc] name = "cc_kbc"``, ``url`` (+ ``kbs_cert``), as upstream's guest components read them,
 and optionally the Kata agent policy (``policy.rego``). The document is built by
 :mod:`custodes.initdata.build`, so the same inputs give the same bytes and digest.
@@ -20,6 +21,7 @@ from urllib.parse import urlsplit
 from cryptography import x509
 
 from custodes.errors import ConfigError
+from custodes.guest.policy_selector import check_policy_selector
 from custodes.initdata.build import DEFAULT_ALGORITHM, build
 from custodes.initdata.errors import InitDataError
 from custodes.initdata.format import AA_CONFIG, CDH_CONFIG, InitData
@@ -81,10 +83,12 @@ def _pem_value(pem: str) -> str:
     return "'''\n" + pem + ("" if pem.endswith("\n") else "\n") + "'''"
 
 
-def aa_toml(url: str, cert: str | None = None) -> str:
+def aa_toml(url: str, cert: str | None = None, policy_selector: str | None = None) -> str:
     lines = ["[token_configs]", "[token_configs.kbs]", f"url = {toml_string(url)}"]
     if cert is not None:
         lines.append(f"cert = {_pem_value(cert)}")
+    if policy_selector is not None:
+        lines.append(f"attestation_policy_selector = {toml_string(policy_selector)}")
     return "\n".join(lines) + "\n"
 
 
@@ -100,13 +104,18 @@ def broker_initdata(
     *,
     cert: str | None = None,
     policy: str | None = None,
+    policy_selector: str | None = None,
     algorithm: str = DEFAULT_ALGORITHM,
 ) -> InitData:
-    """The init-data document pointing the guest at ``url`` (checked as the broker will)."""
+    """The init-data document pointing the guest at ``url`` (checked as the broker will),
+    asking it for the attestation policy ``policy_selector`` names, if given."""
     normalize_url(url)
     if cert is not None:
         check_certificate(cert)
-    return build(aa=aa_toml(url, cert), cdh=cdh_toml(url, cert), policy=policy, algorithm=algorithm)
+    if policy_selector is not None:
+        check_policy_selector(policy_selector, "--policy-selector")
+    aa = aa_toml(url, cert, policy_selector)
+    return build(aa=aa, cdh=cdh_toml(url, cert), policy=policy, algorithm=algorithm)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,15 +5,16 @@ stream (other objects pass through unchanged), on its pod template:
 
 1. ``spec.runtimeClassName`` becomes the chosen CoCo runtime class;
 2. the init-data annotation is set to a document naming the tenant's broker (URL and CA in
-   ``aa.toml`` and ``cdh.toml``) and, if given, the Kata agent policy. The host measures it
-   into the TEE, so the broker can tell the pod started with exactly this;
+   ``aa.toml`` and ``cdh.toml``; the policy selector, if given, in ``aa.toml``) and, if
+   given, the Kata agent policy. The host measures it into the TEE, so the broker can tell the
+   pod started with exactly this;
 3. with ``entrypoint_wrap``, for runtimes that do not run the guest components themselves,
-   each container's command becomes ``custodes run --url … [--cacert …] [--secret-mount …] --
-   <original command>``. The broker's CA reaches the container through the downward API (an
-   annotation mounted as a file): it is public, and the TLS it anchors is not what keeps the
-   secrets confidential (the resource is encrypted to the TEE's key). A container whose
-   command comes from the image's ENTRYPOINT cannot be wrapped without knowing it, so that is
-   refused unless the caller supplies the command.
+   each container's command becomes ``custodes run --url … [--cacert …] [--policy-selector …]
+   [--secret-mount …] -- <original command>``. The broker's CA reaches the container through
+   the downward API (an annotation mounted as a file): it is public, and the TLS it anchors is
+   not what keeps the secrets confidential (the resource is encrypted to the TEE's key). A
+   container whose command comes from the image's ENTRYPOINT cannot be wrapped without knowing
+   it, so that is refused unless the caller supplies the command.
 
 Every Secret a workload reads is reported back as a warning: it must hold only sealed values.
 """
@@ -51,6 +52,8 @@ class ConfidentialSettings:
     runtime_class: str = DEFAULT_RUNTIME_CLASS
     broker_cert: str | None = None
     policy: str | None = None
+    # The attestation policy the guest asks the broker for (its attestation.policy_id_map).
+    policy_selector: str | None = None
     entrypoint_wrap: bool = False
     # For containers whose manifest has no command (the image's ENTRYPOINT would run).
     command: tuple[str, ...] | None = None
@@ -70,6 +73,8 @@ def _wrapper(settings: ConfidentialSettings, secret_mounts: Iterable[str]) -> li
     argv = [settings.custodes_bin, "run", "--url", settings.broker_url]
     if settings.broker_cert is not None:
         argv += ["--cacert", posixpath.join(CA_DIR, CA_FILE)]
+    if settings.policy_selector is not None:
+        argv += ["--policy-selector", settings.policy_selector]
     for mount in secret_mounts:
         argv += ["--secret-mount", mount]
     return [*argv, "--"]
@@ -215,7 +220,10 @@ def make_confidential(
     warning.
     """
     init_data = broker_initdata(
-        settings.broker_url, cert=settings.broker_cert, policy=settings.policy
+        settings.broker_url,
+        cert=settings.broker_cert,
+        policy=settings.policy,
+        policy_selector=settings.policy_selector,
     )
     annotation = encode_annotation(init_data)
     out = copy.deepcopy(docs)

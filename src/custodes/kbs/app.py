@@ -51,6 +51,12 @@ _RESOURCE_ENDPOINTS: Final = frozenset({"resource", "resource-info"})
 _KBS_ROUTES: Final = tuple(r for r in ROUTES if r.path.startswith(KBS_PREFIX))
 _OPERATOR_ROUTES: Final = tuple(r for r in ROUTES if r.scope == "operator")
 _OPENAPI: Final = openapi_document(ROUTES)
+# The tenant routes by their first segment (``auth``, ``resource``, ...): a request is matched
+# against the few routes of its endpoint only.
+_BY_ENDPOINT: Final[dict[str, tuple[ApiRoute, ...]]] = {
+    first: tuple(r for r in _KBS_ROUTES if r.segments[0] == first)
+    for first in dict.fromkeys(r.segments[0] for r in _KBS_ROUTES)
+}
 _TOP_ROUTES: Final = tuple(
     r for r in ROUTES if r.scope == "public" and not r.path.startswith(KBS_PREFIX)
 )
@@ -82,7 +88,7 @@ def match_kbs(method: str, segments: list[str], shown_path: str) -> tuple[ApiRou
     """The declared route for ``method`` on ``segments`` (after ``kbs/v0/``), and the segments
     it is called with; otherwise the most precise refusal (404 endpoint, 405, 404 path)."""
     first = segments[0]
-    known = [r for r in _KBS_ROUTES if r.segments[0] == first]
+    known = _BY_ENDPOINT.get(first, ())
     if not known:
         raise kerr.EndpointNotFound(f"no endpoint /kbs/v0/{first}")
     candidates = [r for r in known if r.method == method]
@@ -113,7 +119,7 @@ def _match_operator(method: str, raw_path: bytes) -> tuple[ApiRoute, list[str]]:
 
 def _label(method: str, segments: list[str]) -> str:
     first = segments[0] if segments else ""
-    known = any(r.method == method and r.segments[0] == first for r in _KBS_ROUTES)
+    known = any(r.method == method for r in _BY_ENDPOINT.get(first, ()))
     return f"{method} {first}" if known else "other"
 
 
@@ -132,7 +138,9 @@ def create_app(broker: Broker, *, pools: Pools | None = None) -> Starlette:
                 response = await route.handler(request, broker)
             else:
                 lanes = pools.lanes(tenant)
-                services = await lanes.store(lambda: broker.tenant(tenant))
+                services = broker.ready_tenant(tenant)
+                if services is None:
+                    services = await lanes.store(lambda: broker.tenant(tenant))
                 response = await route.handler(request, Ctx(broker, services, lanes), rest)
         except Exception as exc:  # every error is rendered as ErrorInformation
             return error_response(broker, exc, label)

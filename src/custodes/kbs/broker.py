@@ -134,6 +134,15 @@ class Broker:
             self._tenants[tenant_id] = (version, services)
             return services
 
+    def ready_tenant(self, tenant_id: str) -> TenantServices | None:
+        """The default tenant's services once built, without I/O (safe on the event loop);
+        ``None`` for any other tenant, whose status must be read from the store each time."""
+        if tenant_id != DEFAULT_TENANT:
+            return None
+        with self._lock:
+            cached = self._tenants.get(tenant_id)
+        return cached[1] if cached is not None else None
+
     def _build_tenant(self, tenant_id: str, admin: AdminAuthenticator) -> TenantServices:
         store, clock, config = self.store, self.clock, self.config
         signer = EarSigner(

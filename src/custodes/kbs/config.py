@@ -145,9 +145,10 @@ class AttestationConfig:
     # PEM bundle of the CAs that issue TPM EK certificates; enables AK enrolment by credential
     # activation (POST .../kbs/v0/tpm/enrol). None: enrolment is off.
     tpm_ek_ca_bundle: Path | None = None
-    # The client's ``extra-params.policy-selector`` -> the attestation policy id evaluating
-    # its evidence (``<id>_cpu``, ``<id>_gpu``, ... in the tenant's policy store). A TOML table;
-    # kept as sorted pairs so the config stays immutable. Unmapped selectors are refused.
+    # The client's ``extra-params.attestation-policy-selector`` -> the attestation policy id
+    # evaluating its evidence (``<id>_cpu``, ``<id>_gpu``, ... in the tenant's policy store).
+    # A TOML table; kept as sorted pairs so the config stays immutable. Unmapped selectors are
+    # refused.
     policy_id_map: tuple[tuple[str, str], ...] = ()
 
     def policy_ids(self) -> dict[str, str]:

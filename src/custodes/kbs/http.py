@@ -81,14 +81,12 @@ class ApiRoute:
     params: Mapping[str, Schema] = field(default_factory=dict)
     query: Mapping[str, Schema] = field(default_factory=dict)
     cookies: tuple[str, ...] = ()
+    # The template's segments after its API prefix (``/kbs/v0/`` or ``/operator/v0/``):
+    # computed once, since every request is matched against them.
+    segments: tuple[str, ...] = field(init=False)
 
-    @property
-    def segments(self) -> tuple[str, ...]:
-        """The template's segments after its API prefix (``/kbs/v0/`` or ``/operator/v0/``)."""
-        for prefix in (KBS_PREFIX, OPERATOR_PREFIX):
-            if self.path.startswith(prefix):
-                return tuple(self.path[len(prefix) :].split("/"))
-        return tuple(self.path.lstrip("/").split("/"))
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "segments", _template_segments(self.path))
 
     @property
     def openapi_path(self) -> str:
@@ -100,6 +98,13 @@ class ApiRoute:
         if template and template[-1].endswith(":path}"):
             return len(segments) >= len(template) and _fits(template[:-1], segments)
         return len(segments) == len(template) and _fits(template, segments)
+
+
+def _template_segments(path: str) -> tuple[str, ...]:
+    for prefix in (KBS_PREFIX, OPERATOR_PREFIX):
+        if path.startswith(prefix):
+            return tuple(path[len(prefix) :].split("/"))
+    return tuple(path.lstrip("/").split("/"))
 
 
 def _fits(template: tuple[str, ...], segments: list[str]) -> bool:

@@ -99,7 +99,8 @@ def openapi_document(routes: Iterable[ApiRoute]) -> dict[str, Any]:
                 "tee": {"type": "string", "enum": [t.value for t in Tee]},
                 "extra-params": {
                     "description": "Any JSON. An object may carry supported-hash-algorithms "
-                    "(a list of names) and policy-selector (a name mapped by the broker's "
+                    "(a list of names) and attestation-policy-selector (or its earlier name "
+                    "policy-selector: a name mapped by the broker's "
                     "attestation.policy_id_map; unmapped names are refused)."
                 },
             },

@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import secrets
 import uuid
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, fields, replace
 from enum import StrEnum
+from typing import Final
 
 from custodes._internal.b64 import b64std_encode
 from custodes._internal.clock import Clock
@@ -45,13 +46,21 @@ class Session:
     protocol_version: str = "0.4.0"
 
     def encode(self) -> bytes:
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
+        # By hand, not dataclasses.asdict (which deep-copies every field): sessions are
+        # encoded several times per handshake. The bytes are compared by compare-and-swap,
+        # so the encoding is deterministic (sorted keys).
+        record = {name: getattr(self, name) for name in _FIELDS}
+        record["state"] = self.state.value
+        return json.dumps(record, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
     def decode(cls, raw: bytes) -> Session:
         obj = json.loads(raw)
         obj["state"] = SessionState(obj["state"])
         return cls(**obj)
+
+
+_FIELDS: Final = tuple(f.name for f in fields(Session))
 
 
 class SessionManager:

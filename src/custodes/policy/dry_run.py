@@ -17,21 +17,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
 
 from custodes._internal.b64 import b64url_decode
 from custodes.attestation.appraisal import Appraisal
-from custodes.attestation.ear import Ar4siStatus, worst_status
+from custodes.attestation.ear import SUBMODS, Ar4siStatus, EarClaims, worst_status
 from custodes.audit.entry import AuditEntry, AuditKind
 from custodes.audit.errors import AuditChainError
 from custodes.audit.verify import MAX_LINE_BYTES, load_public_keys, verify_jsonl
-from custodes.errors import ConfigError, ReferenceValueError
+from custodes.errors import ConfigError, ReferenceValueError, TokenError
 from custodes.rvps.messages import check_reference_value_id
 from custodes.types.json import Json, JsonObject
-
-_STATUS: Final = "ear.status"
-_VECTOR: Final = "ear.trustworthiness-vector"
-_EVIDENCE: Final = "ear.veraison.annotated-evidence"
 
 
 def _json(raw: bytes, what: str) -> Json:
@@ -203,28 +198,20 @@ def from_claims(raw: bytes, name: str) -> Source:
     """The claims file ``name`` (its bytes ``raw``): annotated evidence, or an EAR token."""
     what = f"claims file {name}"
     obj = decode_token_or_json(raw, what)
-    submods = obj.get("submods")
-    if submods is None:
+    if obj.get(SUBMODS) is None:
         # Annotated evidence as given: one CPU appraisal.
         return Source(f"annotated evidence {name}", {"cpu0": obj})
-    if not isinstance(submods, dict) or not submods:
-        raise ConfigError(f"{what}: submods is not an object of appraisals")
-    annotated: dict[str, JsonObject] = {}
-    vectors: dict[str, Json] = {}
-    statuses: list[Ar4siStatus] = []
-    for name, appraisal in submods.items():
-        evidence = appraisal.get(_EVIDENCE) if isinstance(appraisal, dict) else None
-        if not isinstance(evidence, dict):
-            raise ConfigError(f"{what}: appraisal {name} carries no annotated evidence")
-        annotated[name] = evidence
-        vectors[name] = appraisal.get(_VECTOR)
-        try:
-            statuses.append(Ar4siStatus(appraisal.get(_STATUS)))
-        except ValueError:
-            pass
+    try:
+        ear = EarClaims.parse(obj)
+    except TokenError as e:
+        raise ConfigError(f"{what}: {e}") from e
+    annotated = ear.annotated_evidence()
+    for sub in ear.submodules:
+        if sub not in annotated:
+            raise ConfigError(f"{what}: appraisal {sub} carries no annotated evidence")
     recorded = Recorded(
-        str(worst_status(statuses)) if statuses else None,
-        vectors,
+        str(ear.status),
+        ear.trust_vectors(),
         {"token_id": obj.get("jti"), "iat": obj.get("iat")},
     )
     note = "token signature not checked (only its recorded appraisal is compared)"

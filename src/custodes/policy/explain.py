@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from custodes.errors import PolicyError
 from custodes.policy.trace import Builtins, TraceUnavailable, failures, program_of, run
 from custodes.types.json import Json, JsonObject
 
@@ -49,6 +50,33 @@ class FailedCondition:
         if self.via is not None:
             out["via"] = self.via
         return out
+
+    @classmethod
+    def from_json(cls, obj: Json) -> FailedCondition:
+        """The inverse of :meth:`to_json` (a policy worker's answer); ``PolicyError`` for any
+        other shape."""
+        if (
+            not isinstance(obj, dict)
+            or not set(obj) <= _FIELDS | {"via"}
+            or not _FIELDS <= set(obj)
+        ):
+            raise PolicyError("a failed condition is not the shape explain gives")
+        rule, line, condition = obj["rule"], obj["line"], obj["condition"]
+        claims, reference_values, via = obj["claims"], obj["reference_values"], obj.get("via")
+        if (
+            not isinstance(rule, str)
+            or not isinstance(line, int)
+            or isinstance(line, bool)
+            or not isinstance(condition, str)
+            or not isinstance(claims, dict)
+            or not isinstance(reference_values, dict)
+            or not (via is None or isinstance(via, str))
+        ):
+            raise PolicyError("a failed condition is not the shape explain gives")
+        return cls(rule, line, condition, claims, reference_values, via)
+
+
+_FIELDS: Final = frozenset({"rule", "line", "condition", "claims", "reference_values"})
 
 
 def explain(

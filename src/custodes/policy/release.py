@@ -11,8 +11,8 @@ import logging
 from dataclasses import dataclass
 from typing import Final
 
-from custodes.policy.engine import RegoEngine
-from custodes.policy.explain import FailedCondition, explain
+from custodes.policy.explain import FailedCondition
+from custodes.policy.runner import PolicyRunner
 from custodes.protocol.resource import ResourcePath
 from custodes.types.json import Json, JsonObject
 
@@ -38,20 +38,27 @@ class ResourceResult:
 
 
 def evaluate_resource(
-    policy: str, claims: JsonObject, resource: ResourcePath, description: str
+    policy: str,
+    claims: JsonObject,
+    resource: ResourcePath,
+    description: str,
+    *,
+    runner: PolicyRunner,
 ) -> ResourceResult:
-    """``data.policy.allow`` as the broker evaluates it, and why when it is not true."""
+    """``data.policy.allow`` as the broker evaluates it, and why when it is not true.
+    ``runner``: in this process (``custodes policy test``), or under the broker's budget (the
+    dashboard)."""
     data: JsonObject = {
         "plugin": "resource",
         "resource-path": list(resource.segments),
         "query": {},
     }
-    decision = RegoEngine.evaluate(policy, _ALLOW, input=claims, data=data)
+    decision = runner.evaluate(policy, _ALLOW, input=claims, data=data)
     failed: list[FailedCondition] = []
     trace_error = None
     if decision is not True:
         try:
-            failed = explain(policy, ["allow"], input=claims, data=data, strict=True)
+            failed = runner.explain(policy, ["allow"], input=claims, data=data)
         except Exception as e:  # the trace is an aid; its failure must not hide the decision
             logger.debug("explain failed", exc_info=True)
             trace_error = f"{type(e).__name__}: {e}"

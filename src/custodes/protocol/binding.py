@@ -15,6 +15,7 @@ from typing import Final
 
 import rfc8785
 
+from custodes._internal import jcs
 from custodes.errors import MalformedMessage
 from custodes.types.json import Json, JsonObject
 
@@ -76,7 +77,7 @@ def runtime_data_object(
 
 def _jcs_digest(obj: JsonObject, alg: HashAlgorithm) -> bytes:
     try:
-        canonical: bytes = rfc8785.dumps(obj)
+        canonical = jcs.dumps(obj)
     except (rfc8785.CanonicalizationError, UnicodeError, ValueError, TypeError) as e:
         raise MalformedMessage("runtime data cannot be canonicalised") from e
     return alg.digest(canonical)

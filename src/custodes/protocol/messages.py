@@ -31,8 +31,10 @@ PROTOCOL_VERSION: Final = "0.4.0"
 # name when it is one of these, else as "other" (a metric label must stay a small set).
 KNOWN_PROTOCOL_VERSIONS: Final = ("0.1.1", "0.2.0", "0.3.0", "0.4.0")
 # The member of ``Request.extra-params`` that names a deployment's attestation policy
-# (upstream trustee #1521, guest-components #1604).
-POLICY_SELECTOR: Final = "policy-selector"
+# (upstream trustee #1521 and guest-components #1604; named so since trustee #1606). Clients
+# send this name; the broker also reads the name #1521 first used.
+POLICY_SELECTOR: Final = "attestation-policy-selector"
+LEGACY_POLICY_SELECTOR: Final = "policy-selector"
 _REQUEST_MEMBERS: Final = frozenset({"version", "tee", "extra-params"})
 _SELECTOR: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _MAX_RECORDED_MEMBERS: Final = 16
@@ -125,19 +127,29 @@ class Request:
         return request
 
     def policy_selector(self) -> str | None:
-        """``extra-params.policy-selector``: the name of the attestation policy the client
-        asks for, or ``None`` (the deployment's default). Which names exist is the broker's
-        configuration; this only checks the form."""
+        """``extra-params.attestation-policy-selector`` (or the earlier ``policy-selector``):
+        the name of the attestation policy the client asks for, or ``None`` (the deployment's
+        default). Which names exist is the broker's configuration; this only checks the form.
+        A request naming two different policies under the two names is refused."""
         if not isinstance(self.extra_params, dict):
             return None
-        name = self.extra_params.get(POLICY_SELECTOR)
-        if name is None:
-            return None
-        if not isinstance(name, str) or not _SELECTOR.fullmatch(name):
+        names = {
+            member: self.extra_params[member]
+            for member in (POLICY_SELECTOR, LEGACY_POLICY_SELECTOR)
+            if self.extra_params.get(member) is not None
+        }
+        for member, name in names.items():
+            if not isinstance(name, str) or not _SELECTOR.fullmatch(name):
+                raise MalformedMessage(
+                    f"extra-params.{member} must be 1 to 64 characters of A-Z a-z 0-9 . _ -"
+                )
+        if len(set(names.values())) > 1:
             raise MalformedMessage(
-                f"extra-params.{POLICY_SELECTOR} must be 1 to 64 characters of A-Z a-z 0-9 . _ -"
+                f"extra-params.{POLICY_SELECTOR} and extra-params.{LEGACY_POLICY_SELECTOR} "
+                "name different policies"
             )
-        return name
+        chosen = next(iter(names.values()), None)
+        return chosen if isinstance(chosen, str) else None
 
     def to_json(self) -> JsonObject:
         return {

@@ -7,7 +7,10 @@ the authenticated admin who registered it: there is no signature to check.
 
 Each value expires 365 days after registration, as upstream. custodes extension: an optional
 top-level ``"expiration"`` (RFC 3339 with a time zone, in the future) sets it explicitly.
-Upstream's ``swid`` and ``corim`` extractors are not implemented yet.
+The ``swid`` payload is standard base64 of an NVIDIA RIM (SWID XML): it is verified offline
+(XML signature, chain to NVIDIA's pinned RIM root, validity on the broker's clock) and becomes
+the reference values of :mod:`custodes.rvps.swid`, expiring no later than the RIM's chain (an
+explicit expiration after that is refused). Upstream's ``corim`` extractor is not implemented.
 
 Stored form (one entry per id, upstream's layout):
 ``{"version": "0.1.0", "name": id, "expiration": "YYYY-MM-DDTHH:MM:SSZ", "value": ...}``.
@@ -20,11 +23,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from custodes._internal.b64 import b64std_decode, b64std_encode
 from custodes.errors import ReferenceValueError, StorageError
 from custodes.types.json import Json, JsonObject
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 MESSAGE_VERSION: Final = "0.1.0"
 DEFAULT_LIFETIME: Final = timedelta(days=365)
@@ -32,7 +38,7 @@ MAX_PAYLOAD_CHARS: Final = 4 << 20
 _TIME_FORMAT: Final = "%Y-%m-%dT%H:%M:%SZ"
 _ID: Final = re.compile(r"[A-Za-z0-9._/-]{1,256}")
 _MESSAGE_KEYS: Final = frozenset({"version", "type", "payload", "expiration"})
-_NOT_YET: Final = frozenset({"swid", "corim"})
+_NOT_YET: Final = frozenset({"corim"})
 
 
 def check_reference_value_id(name: object) -> str:
@@ -133,8 +139,11 @@ def export_messages(values: list[ReferenceValue], *, now: datetime) -> list[Json
     return [sample_message(group, expiration=when) for when, group in sorted(groups.items())]
 
 
-def parse_message(obj: Json, *, now: datetime) -> list[ReferenceValue]:
-    """The reference values a registration message carries, or ``ReferenceValueError``."""
+def parse_message(
+    obj: Json, *, now: datetime, rim_root: x509.Certificate | None = None
+) -> list[ReferenceValue]:
+    """The reference values a registration message carries, or ``ReferenceValueError``.
+    ``rim_root`` replaces NVIDIA's pinned RIM root for ``swid`` (tests with a synthetic CA)."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     now = _utc_seconds(now)
@@ -152,7 +161,7 @@ def parse_message(obj: Json, *, now: datetime) -> list[ReferenceValue]:
         raise ReferenceValueError("reference value message has no type")
     if kind in _NOT_YET:
         raise ReferenceValueError(f"reference value type {kind!r} is not supported yet")
-    if kind != "sample":
+    if kind not in ("sample", "swid"):
         raise ReferenceValueError(f"unknown reference value type {kind!r}")
     # 2. Expiration.
     if "expiration" in obj:
@@ -165,6 +174,8 @@ def parse_message(obj: Json, *, now: datetime) -> list[ReferenceValue]:
         raise ReferenceValueError("reference value message has no payload string")
     if len(payload) > MAX_PAYLOAD_CHARS:
         raise ReferenceValueError(f"payload is longer than {MAX_PAYLOAD_CHARS} characters")
+    if kind == "swid":
+        return _swid_values(payload, now, expiration, explicit="expiration" in obj, root=rim_root)
     try:
         values = json.loads(b64std_decode(payload), parse_constant=_reject_constant)
     except ValueError as e:  # base64, UTF-8 and JSON errors are all ValueError
@@ -178,4 +189,35 @@ def parse_message(obj: Json, *, now: datetime) -> list[ReferenceValue]:
     return [
         ReferenceValue(name=check_reference_value_id(name), value=value, expiration=expiration)
         for name, value in values.items()
+    ]
+
+
+def _swid_values(
+    payload: str,
+    now: datetime,
+    expiration: datetime,
+    *,
+    explicit: bool,
+    root: x509.Certificate | None,
+) -> list[ReferenceValue]:
+    """A ``swid`` payload: the RIM verified offline, then its reference values."""
+    from custodes.attestation.verifiers.nvidia.rim import verify_rim
+    from custodes.rvps.swid import rim_reference_values
+
+    try:
+        document = b64std_decode(payload)
+    except ValueError as e:
+        raise ReferenceValueError(f"swid payload is not standard base64: {e}") from e
+    rim = verify_rim(document, now=now, root=root)
+    end = _utc_seconds(rim.not_after)
+    if expiration > end:
+        if explicit:
+            raise ReferenceValueError(
+                f"expiration {expiration:%Y-%m-%dT%H:%M:%SZ} is after the RIM's certificate "
+                f"chain ends ({end:%Y-%m-%dT%H:%M:%SZ})"
+            )
+        expiration = end
+    return [
+        ReferenceValue(name=check_reference_value_id(name), value=value, expiration=expiration)
+        for name, value in rim_reference_values(rim).items()
     ]

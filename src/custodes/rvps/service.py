@@ -13,7 +13,7 @@ import logging
 import secrets
 import threading
 from datetime import UTC, datetime
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from custodes._internal.clock import Clock
 from custodes.errors import NotFound, ReferenceValueError, StorageError
@@ -25,6 +25,9 @@ from custodes.rvps.messages import (
 )
 from custodes.storage.base import NS_REFERENCE_VALUES, Store
 from custodes.types.json import Json
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +41,17 @@ _VERSION_KEY: Final = "#version"
 
 
 class ReferenceValueProvider:
-    def __init__(self, store: Store, clock: Clock, namespace: str = NS_REFERENCE_VALUES) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        namespace: str = NS_REFERENCE_VALUES,
+        *,
+        rim_root: x509.Certificate | None = None,
+    ) -> None:
+        """``rim_root`` replaces NVIDIA's pinned RIM root for ``swid`` messages (tests)."""
         self._ns = namespace
+        self._rim_root = rim_root
         self._store = store
         self._clock = clock
         self._snapshot: tuple[bytes | None, dict[str, ReferenceValue]] | None = None
@@ -75,7 +87,7 @@ class ReferenceValueProvider:
 
     def register(self, message: Json) -> list[str]:
         """Store every value of ``message`` (replacing older ones); the ids registered."""
-        values = parse_message(message, now=self._now())
+        values = parse_message(message, now=self._now(), rim_root=self._rim_root)
         for rv in values:
             encoded = json.dumps(rv.to_stored_json(), separators=(",", ":"), allow_nan=False)
             self._store.set(self._ns, rv.name, encoded.encode("utf-8"))

@@ -51,13 +51,7 @@ class Store(Protocol):
         ...
 
     def insert(
-        self,
-        namespace: str,
-        key: str,
-        value: bytes,
-        *,
-        now: float,
-        expires_at: float | None = None,
+        self, namespace: str, key: str, value: bytes, *, now: float, expires_at: float | None = None
     ) -> bool:
         """Create only; ``False`` (and nothing written) if the key exists and is not expired."""
         ...

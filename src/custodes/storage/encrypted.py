@@ -284,13 +284,7 @@ class EncryptedStore:
         self._inner.set(namespace, key, value, expires_at=expires_at)
 
     def insert(
-        self,
-        namespace: str,
-        key: str,
-        value: bytes,
-        *,
-        now: float,
-        expires_at: float | None = None,
+        self, namespace: str, key: str, value: bytes, *, now: float, expires_at: float | None = None
     ) -> bool:
         self._check(namespace)
         if self._encrypted(namespace):

@@ -26,13 +26,7 @@ class MemoryStore:
             self._data[(namespace, key)] = (value, expires_at)
 
     def insert(
-        self,
-        namespace: str,
-        key: str,
-        value: bytes,
-        *,
-        now: float,
-        expires_at: float | None = None,
+        self, namespace: str, key: str, value: bytes, *, now: float, expires_at: float | None = None
     ) -> bool:
         with self._lock:
             entry = self._data.get((namespace, key))

@@ -1,9 +1,10 @@
 """PostgreSQL store (scale-out): several broker replicas share one database.
 
-Same semantics as :class:`~custodes.storage.sqlite.SqliteStore`: one ``kv`` table keyed by
-(namespace, key), byte values, optional expiry, an atomic insert and compare-and-swap. Each
-operation is one statement, so PostgreSQL's row locks make ``insert`` and
-``compare_and_swap`` atomic across connections, processes and replicas.
+Same semantics as :class:`~custodes.storage.sqlite.SqliteStore`, and the same schema and
+statements (:mod:`custodes.storage.sql`): one ``kv`` table keyed by (namespace, key), byte
+values, optional expiry, an atomic insert and compare-and-swap. Each operation is one
+statement, so PostgreSQL's row locks make ``insert`` and ``compare_and_swap`` atomic across
+connections, processes and replicas.
 
 Schema: versioned migrations, recorded in ``schema_migrations``, applied when a store opens,
 in one transaction under an advisory lock so that replicas starting together neither race nor
@@ -34,8 +35,8 @@ from __future__ import annotations
 import select
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Final, LiteralString, TypeAlias
+from functools import partial
+from typing import Final, LiteralString, TypeAlias, TypeVar
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -43,26 +44,18 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import TupleRow
 
 from custodes.errors import StorageError
-from custodes.storage.base import VOLATILE_NAMESPACES, is_volatile
+from custodes.storage.base import VOLATILE_NAMESPACES
 from custodes.storage.batch import Batch, Row
-from custodes.types.secret import Secret
-
-# Migration N is _MIGRATIONS[N - 1]. Append only: a released step never changes.
-_MIGRATIONS: Final[tuple[tuple[LiteralString, ...], ...]] = (
-    (
-        """
-        CREATE TABLE kv (
-            namespace  text COLLATE "C" NOT NULL,
-            key        text COLLATE "C" NOT NULL,
-            value      bytea NOT NULL,
-            expires_at double precision,
-            PRIMARY KEY (namespace, key)
-        )
-        """,
-        "CREATE INDEX kv_expiry ON kv (expires_at) WHERE expires_at IS NOT NULL",
-    ),
+from custodes.storage.sql import (
+    POSTGRES,
+    POSTGRES_BATCH,
+    SCHEMA_VERSION,
+    Args,
+    Result,
+    SqlStore,
+    statements,
 )
-SCHEMA_VERSION: Final = len(_MIGRATIONS)
+from custodes.types.secret import Secret
 
 # pg_advisory_xact_lock key serialising migrations per database: b"custodes" as an int64.
 _MIGRATION_LOCK: Final = int.from_bytes(b"custodes", "big")
@@ -81,33 +74,11 @@ _DURABLE_COMMITS: Final = (
 )
 
 _Conn: TypeAlias = psycopg.Connection[TupleRow]
-
-# A batch's rows as arrays: one statement per kind of write, whatever the batch size. The
-# last parameter (now) is unused by the upsert but keeps one calling convention.
-_BATCH_INSERT: Final = (
-    "INSERT INTO kv (namespace, key, value, expires_at) "
-    "SELECT n, k, v, NULL FROM unnest(%s::text[], %s::text[], %s::bytea[]) AS b(n, k, v) "
-    "ON CONFLICT (namespace, key) DO UPDATE "
-    "SET value = excluded.value, expires_at = excluded.expires_at "
-    "WHERE kv.expires_at IS NOT NULL AND kv.expires_at <= %s RETURNING 1"
-)
-_BATCH_UPSERT: Final = (
-    "INSERT INTO kv (namespace, key, value, expires_at) "
-    "SELECT n, k, v, NULL FROM unnest(%s::text[], %s::text[], %s::bytea[]) AS b(n, k, v) "
-    "WHERE %s IS NOT NULL "
-    "ON CONFLICT (namespace, key) DO UPDATE "
-    "SET value = excluded.value, expires_at = excluded.expires_at RETURNING 1"
-)
+_T = TypeVar("_T")
 
 
 class _BatchRefused(Exception):
     """Internal: a key of the batch's inserts is live; rolls the transaction back."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Result:
-    rows: list[TupleRow]
-    rowcount: int
 
 
 class _ConnectionLost(Exception):
@@ -199,7 +170,9 @@ class _Pool:
         self.drop_idle()
 
 
-class PostgresStore:
+class PostgresStore(SqlStore):
+    _sql = statements(POSTGRES)
+
     def __init__(
         self,
         dsn: str,
@@ -283,53 +256,78 @@ class PostgresStore:
                     f"than this custodes ({SCHEMA_VERSION}); upgrade custodes"
                 )
             for version in range(current + 1, SCHEMA_VERSION + 1):
-                for statement in _MIGRATIONS[version - 1]:
+                for statement in self._sql.migrations[version - 1]:
                     conn.execute(statement)
                 conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
 
     # --- running statements --------------------------------------------------------------
 
     def _run(
+        self, sql: LiteralString, args: Args, *, volatile: bool = False, idempotent: bool = True
+    ) -> Result:
+        """One statement, retried once where that is safe; in a transaction of its own only
+        where the commit is ``volatile`` (``SET LOCAL`` lasts one transaction)."""
+        return self._retried(
+            partial(self._execute, sql=sql, args=args),
+            idempotent=idempotent,
+            transaction=volatile,
+            volatile=volatile,
+            what="the write",
+        )
+
+    @staticmethod
+    def _execute(conn: _Conn, *, sql: LiteralString, args: Args) -> Result:
+        cur = conn.execute(sql, args)
+        rows = cur.fetchall() if cur.description is not None else []
+        return Result(rows, cur.rowcount)
+
+    def _retried(
         self,
-        sql: LiteralString,
-        args: Sequence[object],
+        work: Callable[[_Conn], _T],
         *,
-        namespace: str | None = None,
-        idempotent: bool = True,
-    ) -> _Result:
-        """One statement in its own transaction, retried once where that is safe."""
+        idempotent: bool,
+        transaction: bool,
+        volatile: bool,
+        what: str,
+    ) -> _T:
+        """``work`` on a pooled connection, run again once on a fresh one if the connection
+        was lost and running it twice cannot apply it twice: it is ``idempotent``, or nothing
+        of it had been sent."""
         for attempt in (1, 2):
             try:
-                return self._attempt(sql, args, namespace)
+                return self._attempt(work, transaction=transaction, volatile=volatile)
             except _ConnectionLost as lost:
                 if attempt == 1 and (idempotent or not lost.sent):
                     continue
                 if lost.sent and not idempotent:
                     raise StorageError(
-                        f"PostgreSQL store {self.where}: connection lost with the write in "
+                        f"PostgreSQL store {self.where}: connection lost with {what} in "
                         f"flight; it may or may not have been applied: {lost.error}"
                     ) from lost.error
                 raise StorageError(f"PostgreSQL store {self.where}: {lost.error}") from lost.error
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _attempt(
-        self, sql: LiteralString, args: Sequence[object], namespace: str | None
-    ) -> _Result:
+    def _attempt(self, work: Callable[[_Conn], _T], *, transaction: bool, volatile: bool) -> _T:
+        """``work`` once, in a transaction of its own if ``transaction`` (else in autocommit),
+        committing without waiting for the WAL flush if ``volatile``."""
         conn = self._pool.acquire()
         sent = False
         reuse = False
         try:
-            # Per tenant ("t/<tenant>/<base>"): the last path component is what counts.
-            if namespace is not None and is_volatile(namespace, self._volatile):
+            if transaction:
                 with conn.transaction():
-                    conn.execute("SET LOCAL synchronous_commit = off")
+                    if volatile:
+                        conn.execute("SET LOCAL synchronous_commit = off")
                     sent = True
-                    result = self._execute(conn, sql, args)
+                    result = work(conn)
             else:
                 sent = True
-                result = self._execute(conn, sql, args)
+                result = work(conn)
             reuse = True
             return result
+        except _BatchRefused:
+            reuse = True  # rolled back by the transaction block, the connection is fine
+            raise
         except psycopg.Error as e:
             if conn.broken or conn.closed:
                 # Most likely the server restarted: the idle connections are dead as well.
@@ -343,129 +341,25 @@ class PostgresStore:
         finally:
             self._pool.release(conn, reuse=reuse)
 
-    @staticmethod
-    def _execute(conn: _Conn, sql: LiteralString, args: Sequence[object]) -> _Result:
-        cur = conn.execute(sql, args)
-        rows = cur.fetchall() if cur.description is not None else []
-        return _Result(rows, cur.rowcount)
-
-    # --- the Store interface -------------------------------------------------------------
-
-    def get(self, namespace: str, key: str, *, now: float) -> bytes | None:
-        result = self._run(
-            "SELECT value FROM kv WHERE namespace = %s AND key = %s "
-            "AND (expires_at IS NULL OR expires_at > %s)",
-            (namespace, key, now),
-        )
-        return None if not result.rows else bytes(result.rows[0][0])
-
-    def set(
-        self, namespace: str, key: str, value: bytes, *, expires_at: float | None = None
-    ) -> None:
-        self._run(
-            "INSERT INTO kv (namespace, key, value, expires_at) VALUES (%s, %s, %s, %s) "
-            "ON CONFLICT (namespace, key) DO UPDATE "
-            "SET value = excluded.value, expires_at = excluded.expires_at",
-            (namespace, key, value, expires_at),
-            namespace=namespace,
-        )
-
-    def insert(
-        self,
-        namespace: str,
-        key: str,
-        value: bytes,
-        *,
-        now: float,
-        expires_at: float | None = None,
-    ) -> bool:
-        # An expired row with the same key may linger until purged; replace it.
-        result = self._run(
-            "INSERT INTO kv (namespace, key, value, expires_at) VALUES (%s, %s, %s, %s) "
-            "ON CONFLICT (namespace, key) DO UPDATE "
-            "SET value = excluded.value, expires_at = excluded.expires_at "
-            "WHERE kv.expires_at IS NOT NULL AND kv.expires_at <= %s",
-            (namespace, key, value, expires_at, now),
-            namespace=namespace,
-            idempotent=False,
-        )
-        return result.rowcount == 1
-
-    def compare_and_swap(
-        self, namespace: str, key: str, expected: bytes, new: bytes, *, now: float
-    ) -> bool:
-        result = self._run(
-            "UPDATE kv SET value = %s WHERE namespace = %s AND key = %s AND value = %s "
-            "AND (expires_at IS NULL OR expires_at > %s)",
-            (new, namespace, key, expected, now),
-            namespace=namespace,
-            idempotent=False,
-        )
-        return result.rowcount == 1
-
-    def delete(self, namespace: str, key: str) -> bool:
-        result = self._run(
-            "DELETE FROM kv WHERE namespace = %s AND key = %s",
-            (namespace, key),
-            namespace=namespace,
-        )
-        return result.rowcount == 1
-
-    def list(self, namespace: str, *, now: float) -> list[str]:
-        # The key column's "C" collation orders by code point, as Python's sorted() does.
-        result = self._run(
-            "SELECT key FROM kv WHERE namespace = %s "
-            "AND (expires_at IS NULL OR expires_at > %s) ORDER BY key",
-            (namespace, now),
-        )
-        return [str(row[0]) for row in result.rows]
-
-    def purge_expired(self, now: float) -> int:
-        result = self._run(
-            "DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= %s", (now,)
-        )
-        return result.rowcount
-
     batches = True  # write_batch below (custodes.storage.batch)
 
     def write_batch(self, batch: Batch, *, now: float) -> bool:
         """One transaction, one durable commit (:mod:`custodes.storage.batch`), in three
         statements whatever the number of rows. Retried on a fresh connection only when the
         connection failed before anything was sent: otherwise the outcome is unknown."""
-        for attempt in (1, 2):
-            conn = self._pool.acquire()
-            sent = False
-            reuse = False
-            try:
-                with conn.transaction():
-                    sent = True
-                    written = self._batch_rows(conn, _BATCH_INSERT, batch.inserts, now)
-                    if written != len(batch.inserts):
-                        raise _BatchRefused
-                    self._batch_rows(conn, _BATCH_UPSERT, batch.upserts, now)
-                    self._batch_rows(conn, _BATCH_INSERT, batch.if_absent, now)
-                reuse = True
-                return True
-            except _BatchRefused:
-                reuse = True
-                return False
-            except psycopg.Error as e:
-                if conn.broken or conn.closed:
-                    self._pool.drop_idle()
-                    if attempt == 1 and not sent:
-                        continue
-                    raise StorageError(
-                        f"PostgreSQL store {self.where}: connection lost with a batch in "
-                        f"flight; it may or may not have been applied: {e}"
-                    ) from e
-                reuse = True
-                raise StorageError(f"PostgreSQL store {self.where}: {e}") from e
-            except UnicodeError as e:
-                reuse = True
-                raise StorageError(f"PostgreSQL store {self.where}: {e}") from e
-            finally:
-                self._pool.release(conn, reuse=reuse)
-        raise AssertionError("unreachable")  # pragma: no cover
+
+        def write(conn: _Conn) -> None:
+            written = self._batch_rows(conn, POSTGRES_BATCH.insert, batch.inserts, now)
+            if written != len(batch.inserts):
+                raise _BatchRefused
+            self._batch_rows(conn, POSTGRES_BATCH.upsert, batch.upserts, now)
+            self._batch_rows(conn, POSTGRES_BATCH.insert, batch.if_absent, now)
+
+        try:
+            self._retried(write, idempotent=False, transaction=True, volatile=False, what="a batch")
+        except _BatchRefused:
+            return False
+        return True
 
     @staticmethod
     def _batch_rows(conn: _Conn, sql: LiteralString, rows: Sequence[Row], now: float) -> int:

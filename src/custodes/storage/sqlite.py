@@ -9,15 +9,20 @@ handshake were most of the broker's handshake time.
 
 Calls are short and local, so the broker makes them from the event loop; one connection is
 shared under a lock (sqlite3 connections are not safe for concurrent use).
+
+The schema and the statements are :mod:`custodes.storage.sql`'s, shared with PostgreSQL; the
+schema version is the file's ``user_version``.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Final, LiteralString
 
 from custodes._internal.private_files import (
     FileModeError,
@@ -28,39 +33,30 @@ from custodes._internal.private_files import (
 from custodes.errors import ConfigError, StorageError
 from custodes.storage.base import VOLATILE_NAMESPACES, is_volatile
 from custodes.storage.batch import Batch
+from custodes.storage.sql import SCHEMA_VERSION, SQLITE, Args, Result, SqlStore, statements
 
-_SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS kv (
-    namespace  TEXT NOT NULL,
-    key        TEXT NOT NULL,
-    value      BLOB NOT NULL,
-    expires_at REAL,
-    PRIMARY KEY (namespace, key)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS kv_expiry ON kv (expires_at) WHERE expires_at IS NOT NULL;
-"""
+# How long a call waits for another connection's write lock before "database is locked".
+_BUSY_TIMEOUT_MS: Final = 5000
 
 
-_UPSERT = (
-    "INSERT INTO kv (namespace, key, value, expires_at) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT (namespace, key) DO UPDATE SET value=excluded.value, "
-    "expires_at=excluded.expires_at"
-)
-# Create only: an expired row with the same key may linger until purged; it is replaced.
-_INSERT = (
-    "INSERT INTO kv (namespace, key, value, expires_at) VALUES (?, ?, ?, ?) "
-    "ON CONFLICT (namespace, key) DO UPDATE SET value=excluded.value, "
-    "expires_at=excluded.expires_at "
-    "WHERE kv.expires_at IS NOT NULL AND kv.expires_at <= ?"
-)
+class _BatchRefused(Exception):
+    """Internal: a key of the batch's inserts is live; rolls the transaction back."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Result:
-    rows: list[Any]
-    rowcount: int
+@contextmanager
+def _write_transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """Committed if the block returns, rolled back if it raises. ``BEGIN IMMEDIATE`` takes
+    the write lock up front, waiting up to the busy timeout: a deferred transaction that read
+    first could not upgrade once another process wrote, and would fail with "database is
+    locked" at once instead of waiting."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
 
 
 def _check_modes(path: Path) -> None:
@@ -68,7 +64,9 @@ def _check_modes(path: Path) -> None:
         check_store_file(file)
 
 
-class SqliteStore:
+class SqliteStore(SqlStore):
+    _sql = statements(SQLITE)
+
     def __init__(
         self, path: Path, *, volatile_namespaces: frozenset[str] = VOLATILE_NAMESPACES
     ) -> None:
@@ -97,145 +95,98 @@ class SqliteStore:
     def _prepare(self) -> None:
         path = self.path
         try:
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+            self._enable_wal()
             self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA busy_timeout=5000")
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version > _SCHEMA_VERSION:
-                raise StorageError(
-                    f"{path}: schema version {version} is newer than this custodes "
-                    f"({_SCHEMA_VERSION}); upgrade custodes"
-                )
-            self._db.executescript(_SCHEMA)
-            self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
+            if self._schema_version() != SCHEMA_VERSION:
+                self._migrate()
         except sqlite3.Error as e:
             raise StorageError(f"cannot open SQLite store {path}: {e}") from e
 
-    def _run(self, sql: str, args: tuple[object, ...], *, namespace: str | None = None) -> _Result:
+    def _enable_wal(self) -> None:
+        """Switch the file to WAL (recorded in the file: a no-op once done). The switch needs
+        the exclusive lock after a read, and SQLite answers "database is locked" at once rather
+        than wait when another connection holds a lock (it could deadlock otherwise): stores
+        opening a fresh file together retry, within the busy timeout."""
+        deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if e.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.005)
+
+    def _schema_version(self) -> int:
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise StorageError(
+                f"{self.path}: schema version {version} is newer than this custodes "
+                f"({SCHEMA_VERSION}); upgrade custodes"
+            )
+        return version
+
+    def _migrate(self) -> None:
+        """The missing steps and the new version in one transaction. ``BEGIN IMMEDIATE``
+        makes stores opening the file together take turns; the version is read again under
+        the lock, so a later one applies nothing twice."""
+        with _write_transaction(self._db):
+            for step in self._sql.migrations[self._schema_version() :]:
+                for statement in step:
+                    self._db.execute(statement)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    @contextmanager
+    def _connection(self, *, volatile: bool) -> Iterator[sqlite3.Connection]:
+        """The shared connection, under the lock, committing without an fsync while
+        ``volatile``; its errors become :class:`StorageError`."""
+        try:
+            with self._lock:
+                if volatile:
+                    self._db.execute("PRAGMA synchronous=NORMAL")
+                try:
+                    yield self._db
+                finally:
+                    if volatile:
+                        self._db.execute("PRAGMA synchronous=FULL")
+        except sqlite3.Error as e:
+            raise StorageError(f"SQLite store {self.path}: {e}") from e
+
+    def _run(
+        self, sql: LiteralString, args: Args, *, volatile: bool = False, idempotent: bool = True
+    ) -> Result:
         """One statement, its rows read and its cursor closed under the lock: a SELECT left
         half-read keeps a read transaction open on the shared connection, and a write that
         another thread then makes on it fails at once with "database is locked" as soon as
         another process has written (a stale snapshot cannot be upgraded)."""
-        try:
-            with self._lock:
-                volatile = namespace is not None and is_volatile(namespace, self._volatile)
-                if volatile:
-                    self._db.execute("PRAGMA synchronous=NORMAL")
-                try:
-                    cur = self._db.execute(sql, args)
-                    try:
-                        return _Result(cur.fetchall(), cur.rowcount)
-                    finally:
-                        cur.close()
-                finally:
-                    if volatile:
-                        self._db.execute("PRAGMA synchronous=FULL")
-        except sqlite3.Error as e:
-            raise StorageError(f"SQLite store {self.path}: {e}") from e
+        with self._connection(volatile=volatile) as db:
+            cur = db.execute(sql, args)
+            try:
+                return Result(cur.fetchall(), cur.rowcount)
+            finally:
+                cur.close()
 
     batches = True  # write_batch below (custodes.storage.batch)
 
     def write_batch(self, batch: Batch, *, now: float) -> bool:
-        """One transaction, one commit (:mod:`custodes.storage.batch`). ``BEGIN IMMEDIATE``
-        takes the write lock up front, waiting up to the busy timeout: a deferred transaction
-        that read first could not upgrade once another process wrote, and would fail with
-        "database is locked" at once instead of waiting."""
-        rows = batch.rows()
-        volatile = all(is_volatile(r.namespace, self._volatile) for r in rows)
+        """One transaction, one commit (:mod:`custodes.storage.batch`)."""
+        volatile = all(is_volatile(r.namespace, self._volatile) for r in batch.rows())
         try:
-            with self._lock:
-                if volatile:
-                    self._db.execute("PRAGMA synchronous=NORMAL")
-                try:
-                    return self._write_batch(batch, now)
-                finally:
-                    if volatile:
-                        self._db.execute("PRAGMA synchronous=FULL")
-        except sqlite3.Error as e:
-            raise StorageError(f"SQLite store {self.path}: {e}") from e
-
-    def _write_batch(self, batch: Batch, now: float) -> bool:
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            for row in batch.inserts:
-                cur = db.execute(_INSERT, (row.namespace, row.key, row.value, None, now))
-                if cur.rowcount != 1:
-                    db.execute("ROLLBACK")
-                    return False
-            for row in batch.upserts:
-                db.execute(_UPSERT, (row.namespace, row.key, row.value, None))
-            for row in batch.if_absent:
-                db.execute(_INSERT, (row.namespace, row.key, row.value, None, now))
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
+            with self._connection(volatile=volatile) as db, _write_transaction(db):
+                for row in batch.inserts:
+                    cur = db.execute(
+                        self._sql.insert, (row.namespace, row.key, row.value, None, now)
+                    )
+                    if cur.rowcount != 1:
+                        raise _BatchRefused
+                for row in batch.upserts:
+                    db.execute(self._sql.upsert, (row.namespace, row.key, row.value, None))
+                for row in batch.if_absent:
+                    db.execute(self._sql.insert, (row.namespace, row.key, row.value, None, now))
+        except _BatchRefused:
+            return False
         return True
-
-    def get(self, namespace: str, key: str, *, now: float) -> bytes | None:
-        rows = self._run(
-            "SELECT value FROM kv WHERE namespace=? AND key=? "
-            "AND (expires_at IS NULL OR expires_at > ?)",
-            (namespace, key, now),
-        ).rows
-        return bytes(rows[0][0]) if rows else None
-
-    def set(
-        self, namespace: str, key: str, value: bytes, *, expires_at: float | None = None
-    ) -> None:
-        self._run(
-            _UPSERT,
-            (namespace, key, value, expires_at),
-            namespace=namespace,
-        )
-
-    def insert(
-        self,
-        namespace: str,
-        key: str,
-        value: bytes,
-        *,
-        now: float,
-        expires_at: float | None = None,
-    ) -> bool:
-        # An expired row with the same key may linger until purged; replace it.
-        cur = self._run(
-            _INSERT,
-            (namespace, key, value, expires_at, now),
-            namespace=namespace,
-        )
-        return cur.rowcount == 1
-
-    def compare_and_swap(
-        self, namespace: str, key: str, expected: bytes, new: bytes, *, now: float
-    ) -> bool:
-        cur = self._run(
-            "UPDATE kv SET value=? WHERE namespace=? AND key=? AND value=? "
-            "AND (expires_at IS NULL OR expires_at > ?)",
-            (new, namespace, key, expected, now),
-            namespace=namespace,
-        )
-        return cur.rowcount == 1
-
-    def delete(self, namespace: str, key: str) -> bool:
-        cur = self._run(
-            "DELETE FROM kv WHERE namespace=? AND key=?", (namespace, key), namespace=namespace
-        )
-        return cur.rowcount == 1
-
-    def list(self, namespace: str, *, now: float) -> list[str]:
-        rows = self._run(
-            "SELECT key FROM kv WHERE namespace=? AND (expires_at IS NULL OR expires_at > ?) "
-            "ORDER BY key",
-            (namespace, now),
-        ).rows
-        return [str(r[0]) for r in rows]
-
-    def purge_expired(self, now: float) -> int:
-        cur = self._run("DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,))
-        return cur.rowcount
 
     def close(self) -> None:
         with self._lock:

@@ -397,10 +397,12 @@ class Dashboard:
                 )
             if head == "denials" and len(rest) == 3 and rest[2] == "test":
                 view = await run(lambda: denials.denial_view(t, rest[1]))
-                # On this thread, as the release path evaluates: regorus engines are bound to
-                # the thread that made them (custodes.policy.engine).
-                test = denials.test_denial(
-                    t, rest[1], form.get("attestation", ""), form.get("resource", "")
+                # On a worker thread: the drafts run in policy worker processes under the
+                # budget, and the thread waits for them (never the event loop).
+                test = await run(
+                    lambda: denials.test_denial(
+                        t, rest[1], form.get("attestation", ""), form.get("resource", "")
+                    )
                 )
                 return self.page(call, "denial.html", view=view, test=test)
             if rest == ["access-matrix"]:

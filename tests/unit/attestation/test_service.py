@@ -345,3 +345,38 @@ def test_reference_values_registered_after_an_attestation_are_seen_by_the_next()
         {"svn": ["1"], "launch_digest": ["abcde"], "major_version": 1, "minimum_minor_version": 0}
     )
     assert world.attest().status is Ar4siStatus.AFFIRMING
+
+
+def test_the_explanation_names_each_weak_claim_of_each_weak_submodule() -> None:
+    # The audit log's shape: submodule -> trust claim -> {"value", "failed": [condition]}.
+    world = World()
+    outcome = world.attest()
+    assert outcome.explanation is not None
+    assert set(outcome.explanation) == {"cpu0"}
+    cpu0 = outcome.explanation["cpu0"]
+    assert set(cpu0) == {"executables", "hardware"}
+    assert cpu0["hardware"]["value"] == 97
+    (condition, *_) = cpu0["executables"]["failed"]
+    assert set(condition) == {"rule", "line", "condition", "claims", "reference_values"}
+    assert condition["rule"] == "executables"
+    assert condition["reference_values"] == {"launch_digest": None}
+    # Affirming: nothing to explain.
+    world.register(SAMPLE_RVS)
+    assert world.attest().explanation is None
+
+
+def test_the_outcome_reads_its_claims_typed() -> None:
+    world = World()
+    world.register(SAMPLE_RVS)
+    outcome = world.attest()
+    ear = outcome.ear()
+    assert ear.status is outcome.status is Ar4siStatus.AFFIRMING
+    assert ear.token_id == outcome.claims["jti"]
+    assert ear.tee_pubkey() == TEE_PUBKEY
+    cpu0 = ear.submodules["cpu0"]
+    assert cpu0.policy_id == "default"
+    assert dict(cpu0.extensions) == {"ear.trustee.identifiers": {"validated": {}}}
+    assert ear.trust_vectors() == {
+        "cpu0": outcome.claims["submods"]["cpu0"]["ear.trustworthiness-vector"]
+    }
+    assert ear.annotated_evidence()["cpu0"]["runtime_data_claims"] == RUNTIME

@@ -46,6 +46,7 @@ DATA_COMMANDS = (
     "k8s webhook check-config",
     "k8s secret",
     "k8s pod",
+    "rv nvidia-rim",
 )
 # Commands that write a file: --out FILE, and --output FILE (hidden) where -o is not a format.
 FILE_COMMANDS = (

@@ -401,6 +401,8 @@ def test_token_replayed_as_claims(
     assert code == EXIT_REFUSED
     assert "would change: affirming -> contraindicated" in out
     assert "token signature not checked" in out
+    # The input is named by its file (not by its last appraisal's name).
+    assert f"input: EAR token claims {token}\n" in out
 
 
 def test_replay_of_a_tampered_export_is_refused_with_the_key(
@@ -634,6 +636,26 @@ def test_token_claims_without_annotated_evidence(
     code, _, err = cli("policy", "test", "--policy", files["cpu"], "--claims", claims)
     assert code == 1
     assert "appraisal cpu0 carries no annotated evidence" in err
+
+
+@pytest.mark.parametrize(
+    ("appraisal", "message"),
+    [
+        ({"ear.status": "fine"}, "cpu0: ear.status is missing or not an AR4SI tier"),
+        (
+            {"ear.status": "affirming", "ear.trustworthiness-vector": {"hardware": "2"}},
+            "cpu0: trust claim 'hardware' is not an integer in -128..127",
+        ),
+    ],
+)
+def test_token_claims_with_a_malformed_appraisal(
+    cli: Any, files: dict[str, Path], tmp_path: Path, appraisal: dict[str, Any], message: str
+) -> None:
+    claims = _write(tmp_path / "claims.json", {"submods": {"cpu0": appraisal}})
+    code, out, err = cli("policy", "test", "--policy", files["cpu"], "--claims", claims)
+    assert code == 1 and out == ""
+    assert err.startswith(f"custodes: error: claims file {claims}: EAR appraisal ")
+    assert message in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize(

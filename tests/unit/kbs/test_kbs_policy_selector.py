@@ -161,3 +161,22 @@ def test_session_stored_before_the_selector_existed_decodes_as_default() -> None
     }
     session = Session.decode(json.dumps(old).encode())
     assert (session.policy_id, session.policy_selector) == ("default", None)
+
+
+def test_request_selector_under_the_current_and_the_earlier_name() -> None:
+    # trustee #1606 renamed the member; clients of either generation are understood.
+    current = _request({"attestation-policy-selector": "team-a"})
+    assert current.policy_selector() == "team-a"
+    assert _request({"policy-selector": "team-a"}).policy_selector() == "team-a"
+    both = _request({"attestation-policy-selector": "team-a", "policy-selector": "team-a"})
+    assert both.policy_selector() == "team-a"
+
+
+def test_request_naming_two_policies_is_refused() -> None:
+    with pytest.raises(MalformedMessage, match="name different policies"):
+        _request({"attestation-policy-selector": "team-a", "policy-selector": "team-b"})
+
+
+def test_request_malformed_current_selector_is_refused() -> None:
+    with pytest.raises(MalformedMessage, match="attestation-policy-selector must be 1 to 64"):
+        _request({"attestation-policy-selector": "a/b"})

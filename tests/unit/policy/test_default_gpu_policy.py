@@ -70,12 +70,12 @@ def test_alternatives_for_one_index_are_accepted() -> None:
 
 
 @pytest.mark.parametrize(("nvdec", "expected"), [("disabled", (2, 3, 2)), ("enabled", (2, 33, 36))])
-def test_index_35_is_skipped_only_when_nvdec0_is_disabled(
+def test_measurement_36_is_skipped_only_when_nvdec0_is_disabled(
     nvdec: str, expected: tuple[int, int, int]
 ) -> None:
     claims = _claims()
-    golden = [e for e in _golden(claims) if not e.startswith("35:")] + ["35:" + "11" * 48]
-    rvs = _rvs(claims, nvidia_gpu_measurements=golden)  # 35 not what the GPU reports
+    golden = [e for e in _golden(claims) if not e.startswith("36:")] + ["36:" + "11" * 48]
+    rvs = _rvs(claims, nvidia_gpu_measurements=golden)  # 36 (RIM index 35) not what it reports
     claims["config"]["nvdec0_status"] = nvdec
     assert _vector(claims, rvs) == expected
 

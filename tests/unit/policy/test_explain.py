@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from custodes.attestation.service import annotated_evidence
+from custodes.errors import PolicyError
 from custodes.policy.defaults import default_policy
 from custodes.policy.explain import FailedCondition, explain, reference_value_reader
 from custodes.policy.trace import TraceUnavailable
@@ -271,3 +272,43 @@ def test_else_chains_sets_functions_and_multi_line_statements() -> None:
         (12, "f(1) == 3", {"f(1)": 2}, "h"),
         (14, "input.c == [1, …", {"input.c": [1]}, None),  # the constant is not a claim
     ]
+
+
+def test_a_failed_condition_survives_json() -> None:
+    # As a policy worker answers: every condition read back is the one written.
+    inp = {"a": 0, "b": 0, "l": [1, 5], "c": [1]}
+    failed = explain(CONSTRUCTS, ["allow", "allow2"], input=inp, strict=True)
+    assert any(f.via is not None for f in failed) and any(f.via is None for f in failed)
+    for f in failed:
+        assert FailedCondition.from_json(f.to_json()) == f
+
+
+GOOD_CONDITION: JsonObject = {
+    "rule": "allow",
+    "line": 5,
+    "condition": "input.a == 1",
+    "claims": {"input.a": 0},
+    "reference_values": {},
+}
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        None,
+        [],
+        {k: v for k, v in GOOD_CONDITION.items() if k != "line"},
+        {**GOOD_CONDITION, "extra": 1},
+        {**GOOD_CONDITION, "rule": 1},
+        {**GOOD_CONDITION, "line": "5"},
+        {**GOOD_CONDITION, "line": True},
+        {**GOOD_CONDITION, "condition": None},
+        {**GOOD_CONDITION, "claims": []},
+        {**GOOD_CONDITION, "reference_values": "svn"},
+        {**GOOD_CONDITION, "via": 3},
+    ],
+)
+def test_a_malformed_failed_condition_is_refused(obj: Json) -> None:
+    assert FailedCondition.from_json(GOOD_CONDITION).line == 5
+    with pytest.raises(PolicyError, match="not the shape explain gives"):
+        FailedCondition.from_json(obj)

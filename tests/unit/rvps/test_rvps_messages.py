@@ -98,8 +98,15 @@ def test_bad_messages(message: object) -> None:
         parse_message(message, now=NOW)
 
 
-def test_swid_says_not_supported_yet() -> None:
+def test_corim_says_not_supported_yet() -> None:
     with pytest.raises(ReferenceValueError, match="not supported yet"):
+        parse_message(_message(type="corim"), now=NOW)
+
+
+def test_swid_payload_that_is_not_a_rim_is_refused() -> None:
+    # A sample payload sent as swid: decoded, then refused as a RIM (tests/unit/attestation/
+    # verifiers/nvidia/test_nvidia_rim.py checks real and derived RIMs).
+    with pytest.raises(ReferenceValueError, match="not well-formed XML"):
         parse_message(_message(type="swid"), now=NOW)
 
 

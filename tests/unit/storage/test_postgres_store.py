@@ -23,8 +23,10 @@ from psycopg.rows import TupleRow
 
 from custodes.errors import ConfigError, StorageError
 from custodes.storage.base import NS_RESOURCES, NS_SESSIONS
+from custodes.storage.batch import Batch, Row
 from custodes.storage.factory import open_store
-from custodes.storage.postgres import SCHEMA_VERSION, PostgresStore
+from custodes.storage.postgres import PostgresStore
+from custodes.storage.sql import SCHEMA_VERSION
 from pg_server import PgServer, running_postgres
 
 NS = NS_RESOURCES
@@ -569,12 +571,15 @@ def _in_thread(call: Callable[[], object]) -> tuple[threading.Thread, list[objec
     return thread, outcome
 
 
-@pytest.mark.parametrize("operation", ["insert", "compare_and_swap"])
+@pytest.mark.parametrize("operation", ["insert", "compare_and_swap", "write_batch"])
 def test_a_write_whose_connection_dies_in_flight_is_not_retried(dsn: str, operation: str) -> None:
+    batch = Batch(inserts=(Row(NS, "k", b"new"),))
     with opened(dsn) as store:
         store.set(NS, "k", b"old", expires_at=NOW - 1)  # expired: insert would replace it
         if operation == "insert":
             call: Callable[[], object] = lambda: store.insert(NS, "k", b"new", now=NOW)  # noqa: E731
+        elif operation == "write_batch":
+            call = lambda: store.write_batch(batch, now=NOW)  # noqa: E731
         else:
             store.set(NS, "k", b"old")
             call = lambda: store.compare_and_swap(NS, "k", b"old", b"new", now=NOW)  # noqa: E731
@@ -594,6 +599,8 @@ def test_a_write_whose_connection_dies_in_flight_is_not_retried(dsn: str, operat
         # The store goes on, on a new connection.
         if operation == "insert":
             assert store.insert(NS, "k", b"new", now=NOW)
+        elif operation == "write_batch":
+            assert store.write_batch(batch, now=NOW)
         else:
             assert store.compare_and_swap(NS, "k", b"old", b"new", now=NOW)
         assert store.get(NS, "k", now=NOW - 10) == b"new"

@@ -9,6 +9,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -94,6 +95,98 @@ def test_newer_schema_version_is_refused(tmp_path: Path) -> None:
         assert db.execute("PRAGMA user_version").fetchone()[0] == 2
     finally:
         db.close()
+
+
+def test_fresh_file_gets_the_current_schema(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    SqliteStore(path).close()
+    db = sqlite3.connect(path)
+    try:
+        columns = db.execute("SELECT name, type, \"notnull\", pk FROM pragma_table_info('kv')")
+        assert columns.fetchall() == [
+            ("namespace", "TEXT", 1, 1),
+            ("key", "TEXT", 1, 2),
+            ("value", "BLOB", 1, 0),
+            ("expires_at", "REAL", 0, 0),
+        ]
+        # WITHOUT ROWID: the table has no rowid to select.
+        with pytest.raises(sqlite3.OperationalError, match="rowid"):
+            db.execute("SELECT rowid FROM kv")
+        indexes = db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'kv' "
+            "AND sql IS NOT NULL"
+        )
+        assert indexes.fetchall() == [("kv_expiry",)]
+    finally:
+        db.close()
+
+
+def test_stores_opening_together_on_a_fresh_file_all_succeed(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    count = 8
+    barrier = threading.Barrier(count)
+    results: list[SqliteStore | BaseException | None] = [None] * count
+
+    def open_one(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = SqliteStore(path)
+        except BaseException as e:  # reported below
+            results[i] = e
+
+    threads = [threading.Thread(target=open_one, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stores = [r for r in results if isinstance(r, SqliteStore)]
+    try:
+        assert len(stores) == count, results
+        for i, store in enumerate(stores):
+            store.set(NS, f"k{i}", b"v")
+        assert stores[0].list(NS, now=NOW) == [f"k{i}" for i in range(count)]
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_a_foreign_kv_table_is_refused_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE kv (x integer)")
+    db.close()
+    path.chmod(0o600)
+    with pytest.raises(StorageError) as info:
+        SqliteStore(path)
+    assert isinstance(info.value.__cause__, sqlite3.Error)
+    # The failed migration rolled back whole: no index, no version.
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("SELECT name FROM pragma_table_info('kv')").fetchall() == [("x",)]
+        assert db.execute("SELECT count(*) FROM sqlite_master WHERE type = 'index'").fetchone() == (
+            0,
+        )
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 0
+    finally:
+        db.close()
+
+
+def test_a_current_file_opens_while_another_process_writes(tmp_path: Path) -> None:
+    # Opening a file at the current schema version writes nothing, so it does not wait for
+    # (and time out on) the write lock that a long write elsewhere holds.
+    path = tmp_path / "s.db"
+    SqliteStore(path).close()
+    writer = sqlite3.connect(path, isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        s = SqliteStore(path)
+        try:
+            assert s.get(NS, "k", now=NOW) is None
+        finally:
+            s.close()
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
 
 
 @pytest.mark.parametrize(

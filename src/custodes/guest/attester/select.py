@@ -21,9 +21,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final, Literal
 
 from custodes.errors import ConfigError
 from custodes.guest.attester.base import Attester
+from custodes.guest.attester.nvidia import NVIDIA_DEVICE, NvidiaAttester, gpu_present
 from custodes.guest.attester.sample import SampleAttester
 from custodes.guest.attester.tsm import DEFAULT_TSM_ROOT, ConfigFs, Tsm, TsmError, TsmProvider
 from custodes.types.tee import Tee
@@ -48,6 +50,8 @@ class Platform:
     ccel: Path = Path("/sys/firmware/acpi/tables/data/CCEL")
     # The firmware's TCG2 event log of the TPM (needs securityfs mounted).
     tpm_eventlog: Path = Path("/sys/kernel/security/tpm0/binary_bios_measurements")
+    # The NVIDIA driver's control device: present when the guest has GPUs to attest.
+    nvidia_device: Path = NVIDIA_DEVICE
 
 
 def tsm_provider(platform: Platform, *, configfs: ConfigFs | None = None) -> str | None:
@@ -144,7 +148,8 @@ def select_attester(
     raise ConfigError(f"unknown attester {chosen!r} (choose from: {', '.join(SELECTABLE)})")
 
 
-GPU_MODES = ("auto", "on", "off")
+GpuMode = Literal["auto", "on", "off"]
+GPU_MODES: Final[tuple[GpuMode, ...]] = ("auto", "on", "off")
 
 
 def select_device_attesters(
@@ -156,8 +161,6 @@ def select_device_attesters(
     (an error without GPUs in CC mode); ``off``: none. A GPU that is present is attested, not
     skipped: without the ``custodes[gpu]`` extra that is an error naming the extra.
     """
-    from custodes.guest.attester.nvidia import NVIDIA_DEVICE, NvidiaAttester, gpu_present
-
     if mode not in GPU_MODES:
         raise ConfigError(f"unknown GPU mode {mode!r} (choose from: {', '.join(GPU_MODES)})")
     if mode == "off":

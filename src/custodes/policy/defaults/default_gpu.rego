@@ -18,8 +18,16 @@
 #   nvidia_gpu_measurements   golden measurements as "<index>:<hex>" strings, e.g.
 #                             ["2:8048df…", "3:164f44…"]; an index may be listed more than
 #                             once (alternatives). Every listed index must match; one malformed
-#                             entry makes nothing match. As NVIDIA's verifier, index 35 is not
-#                             compared when the GPU reports NVDEC0 disabled.
+#                             entry makes nothing match. As NVIDIA's verifier, measurement 36
+#                             (RIM index 35, NVDEC0) is not compared when the GPU reports NVDEC0
+#                             disabled.
+#   nvidia_rim/vbios/<version>, nvidia_rim/driver/<version>
+#                             golden measurements in the same form, registered from NVIDIA's
+#                             signed RIMs (`swid` messages, `custodes rv nvidia-rim`): read for
+#                             the GPU's own VBIOS and driver versions (lower case). A registered
+#                             RIM also approves its version. RIMs are used in pairs, as NVIDIA's
+#                             verifier does: one alone (no admin list either) matches nothing,
+#                             and an index both RIMs measure matches nothing.
 #
 # Upstream's default_gpu reads the claims of NVIDIA's remote service (NRAS, "x-nvidia-*");
 # custodes verifies locally, so this policy reads the local verifier's claims instead.
@@ -62,11 +70,51 @@ golden_entry(entry) := [parts[0], lower(parts[1])] if {
 	regex.match(`^[0-9a-fA-F]+$`, parts[1])
 }
 
-default golden_list := []
+default admin_golden := []
 
-golden_list := value if {
+admin_golden := value if {
 	value := rv("nvidia_gpu_measurements")
 	is_array(value)
+}
+
+# The golden values of the RIM registered for this GPU's VBIOS or driver version, if any.
+rim_golden(component, version) := value if {
+	is_string(version)
+	value := rv(sprintf("nvidia_rim/%s/%s", [component, lower(version)]))
+	is_array(value)
+}
+
+rim_registered(component, version) if count(rim_golden(component, version)) > 0
+
+default vbios_rim := []
+
+vbios_rim := rim_golden("vbios", input.nvidia.config.vbios_version)
+
+default driver_rim := []
+
+driver_rim := rim_golden("driver", input.nvidia.config.driver_version)
+
+golden_list := array.concat(admin_golden, array.concat(vbios_rim, driver_rim))
+
+rim_indices(list) := {pair[0] | some entry in list; pair := golden_entry(entry)}
+
+# NVIDIA's verifier refuses a driver and a VBIOS RIM that both measure one index.
+rim_conflict if {
+	some index in rim_indices(vbios_rim)
+	index in rim_indices(driver_rim)
+}
+
+# One RIM alone leaves the other component's measurements unchecked.
+rim_half_missing if {
+	count(admin_golden) == 0
+	count(vbios_rim) == 0
+	count(driver_rim) > 0
+}
+
+rim_half_missing if {
+	count(admin_golden) == 0
+	count(driver_rim) == 0
+	count(vbios_rim) > 0
 }
 
 golden := {golden_entry(entry) | some entry in golden_list}
@@ -80,7 +128,7 @@ well_formed_golden if {
 }
 
 skipped(index) if {
-	index == "35"
+	index == "36"
 	input.nvidia.config.nvdec0_status == "disabled"
 }
 
@@ -97,13 +145,23 @@ measurements_match if {
 	well_formed_golden
 	count(golden_indices) > 0
 	count(mismatched_indices) == 0
+	not rim_conflict
+	not rim_half_missing
 }
+
+driver_accepted if accepted(input.nvidia.config.driver_version, "allowed_driver_versions")
+
+driver_accepted if rim_registered("driver", input.nvidia.config.driver_version)
+
+vbios_accepted if accepted(input.nvidia.config.vbios_version, "allowed_vbios_versions")
+
+vbios_accepted if rim_registered("vbios", input.nvidia.config.vbios_version)
 
 # Only the golden firmware and software was measured.
 executables := 3 if {
 	measurements_match
-	accepted(input.nvidia.config.driver_version, "allowed_driver_versions")
-	accepted(input.nvidia.config.vbios_version, "allowed_vbios_versions")
+	driver_accepted
+	vbios_accepted
 }
 
 # Secure boot, debug disabled (see above).

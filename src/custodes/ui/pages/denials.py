@@ -76,9 +76,15 @@ def test_denial(
 ) -> TestResult:
     """Replay a denied request's recorded evidence: the attestation policy (current, or a
     draft) appraises it with the tenant's current reference values, then the resource policy
-    (current, or a draft) decides on the denied resource. Nothing is stored or activated."""
+    (current, or a draft) decides on the denied resource. Nothing is stored or activated.
+
+    Both run as the broker runs them, in worker processes under the ``[limits]
+    policy_seconds`` budget (a draft that computes for minutes is stopped): call this from a
+    worker thread."""
     from custodes.attestation.appraisal import appraise
+    from custodes.attestation.ear import SUBMODS
     from custodes.policy.release import evaluate_resource
+    from custodes.policy.runner import Budgeted
 
     if len(attestation_draft) > MAX_DRAFT_CHARS or len(resource_draft) > MAX_DRAFT_CHARS:
         raise UiInputError(f"a draft policy is at most {MAX_DRAFT_CHARS} characters")
@@ -99,8 +105,9 @@ def test_denial(
     res_policy = resource_draft or t.services.resource_policies.get(RESOURCE_POLICY_ID)
     if not att_policy or not res_policy:
         raise UiInputError("no active policy to test against")
-    rvs = {name: t.services.rvps.query(name) for name in t.services.rvps.list()}
-    values = {k: v for k, v in rvs.items() if v is not None}
+    runner = Budgeted(t.broker.config.limits.policy_seconds)
+    # What the broker's policies see: every unexpired value, by id.
+    values = t.services.rvps.snapshot()
     submods: list[tuple[str, str, dict[str, int], list[JsonObject]]] = []
     claims: JsonObject = {"custodes.tenant": t.stream}
     ear: JsonObject = {}
@@ -108,18 +115,15 @@ def test_denial(
         for name, annotated in recorded.items():
             if not isinstance(annotated, dict):
                 continue
-            result = appraise(att_policy, annotated, values)
+            result = appraise(att_policy, annotated, values, runner=runner)
             failed = [c.to_json() for cs in result.failed.values() for c in cs]
             submods.append((name, str(result.status), dict(result.vector), failed))
-            ear[name] = {
-                "ear.status": str(result.status),
-                "ear.trustworthiness-vector": dict(result.vector),
-                "ear.veraison.annotated-evidence": annotated,
-                **result.extensions,
-            }
-        claims["submods"] = ear
+            ear[name] = result.submodule(annotated, None).to_json()
+        claims[SUBMODS] = ear
         resource = ResourcePath.parse(str(view.denial.get("resource", "")))
-        decided = evaluate_resource(res_policy, claims, resource, "recorded evidence")
+        decided = evaluate_resource(
+            res_policy, claims, resource, "recorded evidence", runner=runner
+        )
     except CustodesError as e:
         raise UiInputError(f"the policy could not be evaluated: {e}") from e
     which = (

@@ -2,7 +2,9 @@
 verification of Hopper GPUs.
 
 ``NvidiaVerifier(NvidiaVerifierConfig(...)).verify(request)`` is the entry point; the
-checklist is in ``verifier.py``. The pinned NVIDIA device root is package data in ``roots/``.
+checklist is in ``verifier.py``. The pinned NVIDIA device root is package data in ``roots/``,
+next to the pinned RIM signing root that ``rim.py`` (reference integrity manifests, checked
+offline) uses.
 """
 
 from __future__ import annotations

@@ -24,7 +24,8 @@ What the report does not say: a Hopper report has no debug or secure-boot bit. N
 verifiers derive both from the measurements: secure boot and debug disabled when every
 measurement equals the golden value of NVIDIA's signed reference manifests (RIMs). custodes
 does the same in the ``default_gpu`` policy, against reference values the workload admin
-registers (``nvidia_gpu_measurements``); it does not fetch or parse RIMs itself.
+registers (``nvidia_gpu_measurements``, or the golden values of NVIDIA RIMs the admin provides,
+verified offline by ``rim.py`` when registered); it never fetches RIMs.
 Revocation of the device certificates (NVIDIA's OCSP) is not checked: verification is offline.
 """
 

@@ -144,20 +144,13 @@ class SnpVerifier:
                 # A report without CPUID (zeroed by firmware): the VEK's issuer names its
                 # generation; the chain check below still has to pass for it.
                 generation = issuer_generation(self._chains, vek_der, kind)
-            return self._chains.verify(
-                vek_der,
-                kind,
-                generation,
-                now=now,
-                provided_arks=arks,
-                provided_intermediates=intermediates,
-            )
-        if kind is SigningKey.VLEK:
+        elif kind is SigningKey.VLEK:
             raise VekUnavailable("a VLEK-signed report must carry its VLEK in cert_chain")
-        if generation is None:
+        elif generation is None:
             raise VekUnavailable("without CPUID in the report the KDS product is unknown")
-        vek_der, source = self._sources.find(generation, report.chip_id, report.reported_tcb)
-        logger.debug("SNP VCEK source: %s", source)
+        else:
+            vek_der, source = self._sources.find(generation, report.chip_id, report.reported_tcb)
+            logger.debug("SNP VCEK source: %s", source)
         return self._chains.verify(
             vek_der,
             kind,
