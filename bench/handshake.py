@@ -12,7 +12,11 @@ means the machine, not the server, is the ceiling. Printed: every
 round, the medians, and the ratios throughput custodes/floor and CPU floor/custodes (both 1.0
 when custodes costs what the floor costs). Server and clients share the machine's cores.
 
+The broker runs the shipped policies unless ``--tenant-policies``: then copies changed by a
+comment, which run as every tenant-written policy does, in budgeted worker processes.
+
 Usage: .venv/bin/python bench/handshake.py [--guests 32] [--procs 4] [--seconds 8] [--rounds 3]
+       [--workers N] [--tenant-policies]
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from served import SAMPLE_REFERENCE_VALUES, cpu_seconds, start_sample_broker
 
 from custodes.admin_client import AdminClient, load_admin_key
 from custodes.guest.attester.sample import SampleAttester
+from custodes.policy.defaults import default_policy
 from custodes.protocol.binding import runtime_data_digest, select_hash_algorithm
 from custodes.protocol.resource import ResourcePath
 from custodes.protocol.tee_key import TeeKeyPair
@@ -196,12 +201,21 @@ def wait_port(port_file: Path, proc: subprocess.Popen[bytes]) -> str:
     raise SystemExit("server did not start")
 
 
-def start_custodes(tmp: Path, args: list[str]) -> tuple[subprocess.Popen[bytes], str]:
+def start_custodes(
+    tmp: Path, args: list[str], *, tenant_policies: bool = False
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``tenant_policies``: upload copies of the shipped policies changed by a comment, so that
+    they run as a tenant's policies do (in budgeted worker processes), not as the shipped ones
+    (in the calling thread)."""
     proc, url, data = start_sample_broker(tmp, args=args)
     try:
         with AdminClient(url, load_admin_key(data / "admin-key.pem")) as admin:
             admin.register_reference_values(SAMPLE_REFERENCE_VALUES)
             admin.put_resource(ResourcePath.parse(RESOURCE), b"custodes secret")
+            if tenant_policies:
+                mark = "\n# a tenant's copy (bench/handshake.py --tenant-policies)\n"
+                admin.set_policy("attestation", default_policy("default_cpu") + mark)
+                admin.set_policy("resource", default_policy("resource_policy") + mark)
     except BaseException:
         proc.kill()
         raise
@@ -247,6 +261,11 @@ def main() -> int:
     parser.add_argument(
         "--workers", type=int, help="pass --workers N to custodes serve (if it has the option)"
     )
+    parser.add_argument(
+        "--tenant-policies",
+        action="store_true",
+        help="run changed copies of the shipped policies (budgeted, in worker processes)",
+    )
     args = parser.parse_args()
     serve_args = ["--workers", str(args.workers)] if args.workers else []
     results: dict[str, list[Result]] = {"floor": [], "custodes": []}
@@ -256,7 +275,9 @@ def main() -> int:
         servers: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
         try:
             servers["floor"] = start_floor(tmp)
-            servers["custodes"] = start_custodes(tmp, serve_args)
+            servers["custodes"] = start_custodes(
+                tmp, serve_args, tenant_policies=args.tenant_policies
+            )
             with ctx.Pool(args.procs) as pool:
                 for n in range(args.rounds):
                     order = ["floor", "custodes"] if n % 2 == 0 else ["custodes", "floor"]

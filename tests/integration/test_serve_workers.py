@@ -111,6 +111,13 @@ def load(url: str) -> Counter[int]:
     return statuses
 
 
+def _counter(exposition: str, name: str, labels: str) -> int:
+    for line in exposition.splitlines():
+        if line.startswith(f"{name}{{") and labels in line:
+            return int(float(line.rsplit(" ", 1)[1]))
+    raise AssertionError(f"{name}{{{labels}}} not in /metrics")
+
+
 def audit_key(data_dir: Path) -> ec.EllipticCurvePrivateKey:
     """The key the workers signed with: the one the first start made in the data directory."""
     pem = (data_dir / AUDIT_KEY_FILE).read_bytes()
@@ -142,6 +149,12 @@ def run_load_and_stop(served: ServedBroker, keys: ClusterKeys) -> None:
     seed(served.url, keys, {RESOURCE: b"secret"})
     statuses = load(served.url)
     assert statuses == Counter({200: 2 * HANDSHAKES}), statuses  # no 503, nothing refused
+    # Any worker's /metrics counts every worker's requests (several connections, so that the
+    # answers come from more than one worker).
+    for _ in range(4):
+        with cookieless_client() as http:
+            text = http.get(f"{served.url}/metrics").text
+        assert _counter(text, "custodes_resource_requests_total", 'result="released"') == HANDSHAKES
     # SIGTERM to the supervisor: every worker shuts down, the supervisor exits 0.
     served.process.send_signal(signal.SIGTERM)
     assert served.process.wait(timeout=30) == 0, "".join(served.log)

@@ -40,21 +40,23 @@ def check_subject(subject: str) -> str:
     return subject
 
 
-def normalize(url: str) -> str:
+def normalize(url: str, what: str = "") -> str:
     """``scheme://host:port/path``; ``ConfigError`` for anything but an http(s) URL with a
-    host and no user info, query or fragment."""
+    host and no user info, query or fragment. ``what`` names the URL in errors (``broker
+    URL``)."""
     if len(url) > MAX_AUDIENCE_CHARS:
-        raise ConfigError(f"URL over {MAX_AUDIENCE_CHARS} characters")
+        raise ConfigError(f"{what or 'URL'} over {MAX_AUDIENCE_CHARS} characters")
+    named = f"{what} {url!r}" if what else repr(url)
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as e:
-        raise ConfigError(f"{url!r} is not a valid URL: {e}") from e
+        raise ConfigError(f"{named} is not a valid URL: {e}") from e
     scheme = parts.scheme.lower()
     if scheme not in _DEFAULT_PORTS or not parts.hostname:
-        raise ConfigError(f"{url!r} must be an http:// or https:// URL with a host")
+        raise ConfigError(f"{named} must be an http:// or https:// URL with a host")
     if parts.username is not None or parts.query or parts.fragment:
-        raise ConfigError(f"{url!r} must not carry user info, a query or a fragment")
+        raise ConfigError(f"{named} must not carry user info, a query or a fragment")
     host = parts.hostname.lower()
     shown = f"[{host}]" if ":" in host else host
     return f"{scheme}://{shown}:{port or _DEFAULT_PORTS[scheme]}{parts.path.rstrip('/')}"

@@ -25,6 +25,7 @@ from custodes._internal.clock import Clock, FrozenClock, SystemClock
 from custodes.attestation.initdata import MAX_INITDATA_BYTES, InitData
 from custodes.attestation.verifiers.base import VerificationRequest, VerifiedClaims, Verifier
 from custodes.attestation.verifiers.registry import REGISTRY, VerifierSettings, build_verifier
+from custodes.cli._common import read_limited
 from custodes.cli._output import rfc3339 as rfc3339  # re-exported for its users
 from custodes.errors import (
     ConfigError,
@@ -171,22 +172,6 @@ def _names(tees: frozenset[Tee]) -> str:
 
 
 # --- reading inputs ------------------------------------------------------------------------
-
-
-def read_limited(path: str | Path, limit: int, what: str, *, allow_stdin: bool = False) -> bytes:
-    """At most ``limit`` bytes of ``path`` (``-``: standard input, when allowed); a
-    ``ConfigError`` naming ``what`` when unreadable or larger."""
-    try:
-        if str(path) == "-" and allow_stdin:
-            data = sys.stdin.buffer.read(limit + 1)
-        else:
-            with open(path, "rb") as f:
-                data = f.read(limit + 1)
-    except OSError as e:
-        raise ConfigError(f"cannot read {what} {path}: {e.strerror or e}") from e
-    if len(data) > limit:
-        raise ConfigError(f"{what} {path} is larger than {limit} bytes")
-    return data
 
 
 def _tee_pubkey(value: str) -> Json:

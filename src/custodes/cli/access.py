@@ -73,24 +73,21 @@ def register_access_matrix(actions: argparse._SubParsersAction[argparse.Argument
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "--rbac",
-        type=Path,
-        action="extend",
-        nargs="+",
-        default=[],
-        metavar="FILE",
-        help="kubectl YAML with (Cluster)Roles and (Cluster)RoleBindings (repeatable)",
-    )
-    p.add_argument(
-        "--workloads",
-        type=Path,
-        action="extend",
-        nargs="+",
-        default=[],
-        metavar="FILE",
-        help="kubectl YAML with Pods, Secrets, Namespaces, controllers (repeatable)",
-    )
+    # Both are read the same way (any file may hold any kind): the names say what each dump
+    # is expected to hold.
+    for option, holds in (
+        ("--rbac", "(Cluster)Roles and (Cluster)RoleBindings"),
+        ("--workloads", "Pods, Secrets, Namespaces, controllers"),
+    ):
+        p.add_argument(
+            option,
+            type=Path,
+            action="extend",
+            nargs="+",
+            default=[],
+            metavar="FILE",
+            help=f"kubectl YAML with {holds} (repeatable)",
+        )
     p.add_argument(
         "--broker",
         metavar="URL|CONFIG",

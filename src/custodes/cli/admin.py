@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,13 +54,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_url(p)
-    p.add_argument(
-        "--key",
-        type=Path,
-        default=os.environ.get("CUSTODES_ADMIN_KEY"),
-        help="admin private key, PEM (env CUSTODES_ADMIN_KEY)",
-    )
-    admin_identity.add_identity_options(p, role="admin")
+    admin_identity.add_credentials(p, role="admin")
     groups = p.add_subparsers(dest="group", metavar="GROUP", required=True)
     admin_identity.register(groups)
 
@@ -116,8 +109,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "custodes admin policy set --kind attestation --id default_cpu cpu.rego",
         ],
     )
-    ps.add_argument("--kind", choices=["attestation", "resource"], required=True)
-    ps.add_argument("--id", default="default_cpu", help="attestation policy id (default_cpu)")
+    _add_policy_ref(ps)
     ps.add_argument("file", type=Path, help="Rego file")
     ps.set_defaults(func=_policy_set)
     pg = pa.add_parser(
@@ -129,8 +121,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "custodes admin policy get --kind attestation --list -o json",
         ],
     )
-    pg.add_argument("--kind", choices=["attestation", "resource"], required=True)
-    pg.add_argument("--id", help="policy id (default: default_cpu / resource-policy)")
+    _add_policy_ref(pg)
     pg.add_argument("--list", action="store_true", help="list the stored policy ids")
     pg.add_argument("--version", type=int, help="a stored version (default: the active one)")
     add_output_format(pg)
@@ -143,8 +134,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "custodes admin policy versions --kind attestation --id default_cpu -o json",
         ],
     )
-    pv.add_argument("--kind", choices=["attestation", "resource"], required=True)
-    pv.add_argument("--id", help="policy id (default: default_cpu / resource-policy)")
+    _add_policy_ref(pv)
     add_output_format(pv)
     pv.set_defaults(func=_policy_versions)
     pact = pa.add_parser(
@@ -152,8 +142,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="make a stored version the active one",
         examples=["custodes admin policy activate --kind resource 1"],
     )
-    pact.add_argument("--kind", choices=["attestation", "resource"], required=True)
-    pact.add_argument("--id", help="policy id (default: default_cpu / resource-policy)")
+    _add_policy_ref(pact)
     pact.add_argument("version", type=int)
     pact.set_defaults(func=_policy_activate)
     prb = pa.add_parser(
@@ -161,8 +150,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="activate the version before the active one",
         examples=["custodes admin policy rollback --kind resource"],
     )
-    prb.add_argument("--kind", choices=["attestation", "resource"], required=True)
-    prb.add_argument("--id", help="policy id (default: default_cpu / resource-policy)")
+    _add_policy_ref(prb)
     prb.set_defaults(func=_policy_rollback)
 
     den = groups.add_parser(
@@ -330,9 +318,10 @@ def _policy_set(args: argparse.Namespace) -> int:
         raise ConfigError(f"cannot read policy {args.file}: {e}") from e
     if args.kind == "resource":
         _warn_lint(args.file, text)
+    policy_id = _policy_id(args)
     with _client(args) as c:
-        c.set_policy(args.kind, text, policy_id=args.id)
-    what = f"attestation policy {args.id}" if args.kind == "attestation" else "resource policy"
+        c.set_policy(args.kind, text, policy_id=policy_id)
+    what = f"attestation policy {policy_id}" if args.kind == "attestation" else "resource policy"
     print(f"set {what}", file=sys.stderr)
     return 0
 
@@ -366,6 +355,12 @@ def _policy_get(args: argparse.Namespace) -> int:
         {"kind": args.kind, "id": _policy_id(args), "version": args.version, "policy": text},
     )
     return 0
+
+
+def _add_policy_ref(p: argparse.ArgumentParser) -> None:
+    """``--kind`` and ``--id`` of every policy action; :func:`_policy_id` reads them."""
+    p.add_argument("--kind", choices=["attestation", "resource"], required=True)
+    p.add_argument("--id", help="policy id (default: default_cpu / resource-policy)")
 
 
 def _policy_id(args: argparse.Namespace) -> str:

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Final
 
+from custodes.cli._common import admin_client, role_env
 from custodes.cli._output import add_output_format, emit
 from custodes.errors import ConfigError
 
@@ -23,11 +24,23 @@ ROLES: Final = ("admin", "auditor")
 MAX_TTL_SECONDS: Final = 3600
 
 
-def add_identity_options(
-    p: argparse.ArgumentParser | argparse._ArgumentGroup, *, role: str
+def add_credentials(
+    p: argparse.ArgumentParser | argparse._ArgumentGroup,
+    *,
+    role: str,
+    needed_for: str | None = None,
 ) -> None:
-    """``--subject`` and ``--audience`` of an admin (``role="admin"``) or operator command."""
-    env = f"CUSTODES_{role.upper()}"
+    """``--key`` (env ``CUSTODES_<ROLE>_KEY``), ``--subject`` and ``--audience``: what
+    :func:`custodes.cli._common.admin_client` (``role="admin"``) or ``operator_client`` signs
+    with. ``needed_for``: the option that needs them, on a command that works without."""
+    env = role_env(role)
+    purpose = f", for {needed_for}" if needed_for else ""
+    p.add_argument(
+        "--key",
+        type=Path,
+        default=os.environ.get(f"{env}_KEY"),
+        help=f"{role} private key, PEM{purpose} (env {env}_KEY)",
+    )
     p.add_argument(
         "--subject",
         default=os.environ.get(f"{env}_SUBJECT", role),
@@ -51,6 +64,16 @@ def ttl_arg(text: str) -> int:
     return int(text)
 
 
+def add_ttl(p: argparse.ArgumentParser) -> None:
+    """``--ttl`` of a ``token`` command."""
+    p.add_argument(
+        "--ttl",
+        type=ttl_arg,
+        default=120,
+        help=f"lifetime in seconds (default 120, max {MAX_TTL_SECONDS})",
+    )
+
+
 def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     tok = groups.add_parser(
         "token",
@@ -67,9 +90,7 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
             "token --ttl 60",
         ],
     )
-    tok.add_argument(
-        "--ttl", type=ttl_arg, default=120, help="lifetime in seconds (default 120, max 3600)"
-    )
+    add_ttl(tok)
     tok.set_defaults(func=_token)
 
     ident = groups.add_parser(
@@ -124,39 +145,31 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def _token(args: argparse.Namespace) -> int:
-    from custodes.cli._common import admin_client as _client
-
-    with _client(args) as client:
+    with admin_client(args) as client:
         print(client.token(lifetime=args.ttl))
     return 0
 
 
 def _identity_list(args: argparse.Namespace) -> int:
-    from custodes.cli._common import admin_client as _client
-
-    with _client(args) as client:
+    with admin_client(args) as client:
         identities = client.list_identities()
     emit(args, list(identities))
     return 0
 
 
 def _identity_add(args: argparse.Namespace) -> int:
-    from custodes.cli._common import admin_client as _client
-
     try:
         pem = args.public_key.read_text(encoding="ascii")
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"cannot read public key {args.public_key}: {e}") from e
-    with _client(args) as client:
+    with admin_client(args) as client:
         client.add_identity(args.new_subject, args.role, pem)
     print(f"added {args.role} {args.new_subject}", file=sys.stderr)
     return 0
 
 
 def _identity_remove(args: argparse.Namespace) -> int:
-    from custodes.cli._common import admin_client as _client
-
-    with _client(args) as client:
+    with admin_client(args) as client:
         client.remove_identity(args.old_subject)
     print(f"removed {args.old_subject}", file=sys.stderr)
     return 0

@@ -9,17 +9,25 @@ printed. See docs/datasets.md.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, TextIO
 
-from custodes.cli._common import add_cacert, add_url, cacert_given, require_url
+from custodes.cli._common import (
+    add_fetch_in_tee,
+    add_url,
+    admin_client,
+    cacert_given,
+    require_url,
+    resource_uri_arg,
+)
 from custodes.cli._output import add_output_format, emit
-from custodes.cli.admin_identity import add_identity_options
-from custodes.errors import ConfigError, InvalidResourcePath
+from custodes.cli.admin_identity import add_credentials
+from custodes.errors import ConfigError
 from custodes.protocol.resource import ResourceUri
 from custodes.types.json import Json
 from custodes.types.secret import Secret
@@ -57,13 +65,6 @@ def _chunk_size_arg(text: str) -> int:
     return int(m["n"]) * _UNITS[m["unit"].lower()]
 
 
-def _uri_arg(text: str) -> ResourceUri:
-    try:
-        return ResourceUri.parse(text)
-    except InvalidResourcePath as e:
-        raise argparse.ArgumentTypeError(f"{text!r}: {e}") from e
-
-
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "dataset",
@@ -93,16 +94,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--text", action="store_true", help="write the key file in the base64 text form"
     )
     kg.add_argument(
-        "--store", type=_uri_arg, help="also store the key in the broker at kbs:///repo/type/tag"
+        "--store",
+        type=resource_uri_arg,
+        help="also store the key in the broker at kbs:///repo/type/tag",
     )
     add_url(kg)
-    kg.add_argument(
-        "--key",
-        type=Path,
-        default=os.environ.get("CUSTODES_ADMIN_KEY"),
-        help="admin private key, PEM, for --store (env CUSTODES_ADMIN_KEY)",
-    )
-    add_identity_options(kg, role="admin")
+    add_credentials(kg, role="admin", needed_for="--store")
     kg.add_argument(
         "--replace",
         action="store_true",
@@ -123,7 +120,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     en.add_argument("--key-file", type=Path, required=True, help="the data key (raw or text)")
     en.add_argument(
         "--key-id",
-        type=_uri_arg,
+        type=resource_uri_arg,
         required=True,
         help="kbs:///repo/type/tag where the broker holds the key (written in the header)",
     )
@@ -155,13 +152,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     source = de.add_mutually_exclusive_group(required=True)
     source.add_argument("--key-file", type=Path, help="the data key (raw or text)")
-    # No CUSTODES_URL default: decrypting must not start attesting unless asked to.
-    source.add_argument("--url", help="inside a TEE: attest to this broker and fetch the key")
-    add_cacert(de)
-    de.add_argument("--tee", help="attester with --url (default: detect; 'sample' for tests)")
-    de.add_argument("--tcti", help="TPM to use with --tee tpm")
+    add_fetch_in_tee(de, what="the key", url_in=source)
     de.add_argument(
-        "--key-id", type=_uri_arg, help="refuse files whose header names another key id"
+        "--key-id", type=resource_uri_arg, help="refuse files whose header names another key id"
     )
     de.add_argument("--force", action="store_true", help="replace existing output files")
     de.add_argument(
@@ -223,8 +216,16 @@ class ProgressBar:
         self.stream.flush()
 
 
-def _progress(label: str, total: int) -> ProgressBar | None:
-    return ProgressBar(label, total, sys.stderr) if sys.stderr.isatty() else None
+@contextmanager
+def _progress(label: str, total: int) -> Iterator[ProgressBar | None]:
+    """A bar when stderr is a terminal (else ``None``), drawn a last time however the work
+    ends: a failed run shows how far it got."""
+    bar = ProgressBar(label, total, sys.stderr) if sys.stderr.isatty() else None
+    try:
+        yield bar
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 # --- keygen ------------------------------------------------------------------------------
@@ -269,17 +270,8 @@ def _store_key(args: argparse.Namespace, key: Secret[bytes]) -> None:
     the key file, then store: a failure before the store leaves no key file behind."""
     # Imported here: only --store talks to the broker.
     from custodes._internal.kbs_http import ResourceNotFound
-    from custodes.admin_client import AdminClient, load_admin_key
 
-    if args.key is None:
-        raise ConfigError("--store needs the admin key: --key FILE or CUSTODES_ADMIN_KEY")
-    with AdminClient(
-        require_url(args),
-        load_admin_key(args.key),
-        subject=args.subject,
-        audience=args.audience,
-        ca_file=args.cacert,
-    ) as client:
+    with admin_client(args, needed_for="--store") as client:
         try:
             client.resource_info(args.store.path)
         except ResourceNotFound:
@@ -323,8 +315,7 @@ def _encrypt(args: argparse.Namespace) -> int:
     key = read_key_file(args.key_file)
     jobs = encrypt_plan(args.input, args.output)
     total = sum(_file_size(job.source) for job in jobs)
-    bar = _progress("encrypting", total)
-    try:
+    with _progress("encrypting", total) as bar:
         written = encrypt_path(
             args.input,
             args.output,
@@ -334,9 +325,6 @@ def _encrypt(args: argparse.Namespace) -> int:
             progress=bar,
             overwrite=args.force,
         )
-    finally:
-        if bar is not None:
-            bar.close()
     print(f"encrypted {len(written)} file(s), {total} bytes, under {args.key_id}", file=sys.stderr)
     return 0
 
@@ -362,9 +350,7 @@ def _broker_key(args: argparse.Namespace, key_id: str) -> Secret[bytes]:
     from custodes.guest.attester.select import select_attester
     from custodes.guest.kbs_client import KbsClient
 
-    url: str = args.url
-    if not url.startswith(("http://", "https://")):
-        raise ConfigError(f"--url must start with http:// or https://, got {url!r}")
+    url = require_url(args)  # given: --url chose this path
     resource = ResourceUri.parse(key_id).path
     attester = select_attester(args.tee, tcti=args.tcti)
     with KbsClient(url, attester, ca_file=args.cacert) as client:
@@ -412,8 +398,7 @@ def _decrypt(args: argparse.Namespace) -> int:
         key = _broker_key(args, expected)
     else:
         key = read_key_file(args.key_file)
-    bar = _progress("decrypting", sum(size for _, size in headers))
-    try:
+    with _progress("decrypting", sum(size for _, size in headers)) as bar:
         written = decrypt_path(
             args.input,
             args.output,
@@ -422,9 +407,6 @@ def _decrypt(args: argparse.Namespace) -> int:
             progress=bar,
             overwrite=args.force,
         )
-    finally:
-        if bar is not None:
-            bar.close()
     print(f"decrypted {len(written)} file(s) to {args.output}", file=sys.stderr)
     return 0
 

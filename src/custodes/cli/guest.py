@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from custodes.cli._common import add_cacert, add_url, require_url, resource_arg, write_output
+from custodes.cli._common import add_url, require_url, resource_arg, write_output
+from custodes.cli._guest_config import add_guest_config_options, guest_config, read_init_data_text
 from custodes.cli._output import add_out
 from custodes.errors import ConfigError
 from custodes.guest.attester.select import GPU_MODES, SELECTABLE
@@ -155,23 +156,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "custodes guest api --url https://broker:8080 --gpu on --features all",
         ],
     )
-    api.add_argument("--config", type=Path, help="guest configuration (TOML)")
-    api.add_argument("--url", help="broker URL (when the config names none)")
-    add_cacert(api)
-    api.add_argument("--tee", choices=SELECTABLE, help="attester (default: detect)")
-    api.add_argument("--tcti", help="TPM TCTI for --tee tpm")
-    api.add_argument(
-        "--gpu",
-        choices=GPU_MODES,
-        help="attest the NVIDIA GPUs with the CPU, as custodes run does (default auto: when "
-        "the driver is present; needs the custodes[gpu] extra)",
-    )
-    api.add_argument(
-        "--policy-selector",
-        metavar="NAME",
-        help="ask the broker for the attestation policy it maps NAME to "
-        "(default: the broker's default policy)",
-    )
+    add_guest_config_options(api)
     api.add_argument("--init-data", type=Path, help="init-data TOML sent with the evidence")
     api.add_argument("--listen", help="loopback HOST:PORT (default 127.0.0.1:8006)")
     api.add_argument(
@@ -186,17 +171,11 @@ def _client(args: argparse.Namespace) -> KbsClient:
     from custodes.guest.attester.select import select_attester, select_device_attesters
     from custodes.guest.kbs_client import KbsClient
 
-    init_data = None
-    if args.init_data is not None:
-        try:
-            init_data = args.init_data.read_bytes().decode("utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"cannot read init-data {args.init_data}: {e}") from e
     return KbsClient(
         require_url(args),
         select_attester(args.tee, tcti=args.tcti),
         key_kind=args.key_type,
-        init_data=init_data,
+        init_data=read_init_data_text(args.init_data),
         ca_file=args.cacert,
         policy_selector=args.policy_selector,
         device_attesters=select_device_attesters(args.gpu),
@@ -224,9 +203,7 @@ def _get_resource(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
             raise
-    write_output(data, args.output)
-    if args.output is not None:
-        print(f"wrote {len(data)} bytes to {args.output}", file=sys.stderr)
+    write_output(data, args.output, report=True)
     return 0
 
 
@@ -237,30 +214,17 @@ def _api(args: argparse.Namespace) -> int:
 
     from custodes.guest.agent import AttestationAgent
     from custodes.guest.cdh import ConfidentialDataHub
-    from custodes.guest.config import broker_from_url, load_guest_config
     from custodes.guest.rest import check_listen, create_rest_app
 
-    config = load_guest_config(args.config)
+    config = guest_config(args)
     changes: dict[str, object] = {}
-    if args.url:
-        changes["brokers"] = (broker_from_url(args.url, args.cacert),)
-    for name in ("tee", "tcti", "gpu"):
-        if getattr(args, name):
-            changes[name] = getattr(args, name)
     if args.listen:
         changes["rest_listen"] = args.listen
     if args.features:
         changes["rest_features"] = args.features
     config = dataclasses.replace(config, **changes)  # type: ignore[arg-type]
-    if args.policy_selector is not None:
-        config = config.with_policy_selector(args.policy_selector)
     host, port = check_listen(config.rest_listen)
-    init_data = None
-    if args.init_data is not None:
-        try:
-            init_data = args.init_data.read_bytes().decode("utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"cannot read init-data {args.init_data}: {e}") from e
+    init_data = read_init_data_text(args.init_data)
     # The attesters custodes run would choose: the CPU TEE's and, per --gpu, the GPUs'.
     agent = AttestationAgent.from_config(config, init_data=init_data)
     app = create_rest_app(ConfidentialDataHub(agent), config.rest_features)

@@ -152,11 +152,9 @@ def _read(name: str, limit: int) -> bytes:
 
 def _emit(data: bytes, output: Path | None) -> None:
     try:
-        write_output(data, output)
+        write_output(data, output, report=True)
     except OSError as e:
         raise ConfigError(f"cannot write {output}: {e.strerror or e}") from e
-    if output is not None:
-        print(f"wrote {len(data)} bytes to {output}", file=sys.stderr)
 
 
 def _annotation_text(data: bytes, name: str) -> str:

@@ -9,15 +9,14 @@ CoCo runtime class, or talk to a broker not the namespace tenant's. See docs/kub
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from custodes.cli._common import add_url, require_url, write_output
+from custodes.cli._common import add_url, admin_client, write_output
 from custodes.cli._output import add_out, add_output_format, emit, render
-from custodes.cli.admin_identity import add_identity_options
+from custodes.cli.admin_identity import add_credentials
 from custodes.errors import ConfigError
 from custodes.initdata.build import read_entry
 from custodes.k8s.errors import ManifestError
@@ -98,13 +97,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     s.add_argument("--repo", required=True, help="broker resource repository for the values")
     add_url(s)
-    s.add_argument(
-        "--key",
-        type=Path,
-        default=os.environ.get("CUSTODES_ADMIN_KEY"),
-        help="admin private key, PEM (env CUSTODES_ADMIN_KEY)",
-    )
-    add_identity_options(s, role="admin")
+    add_credentials(s, role="admin")
     s.add_argument(
         "--signing-key", type=Path, required=True, help="sealed-secret signing key (JWK or PEM)"
     )
@@ -282,24 +275,14 @@ def _sources(args: argparse.Namespace) -> list[SecretSource]:
 
 
 def _secret(args: argparse.Namespace) -> int:
-    from custodes.admin_client import AdminClient, load_admin_key
     from custodes.k8s.secret import sealed_secret_manifest
     from custodes.sealed.keys import load_signing_key
 
     sources = _sources(args)
     ResourcePath(args.repo, "type", "tag")  # the repository segment, checked before any I/O
-    if args.key is None:
-        raise ConfigError("no admin key: pass --key FILE or set CUSTODES_ADMIN_KEY")
     signing_key = load_signing_key(args.signing_key)
-    url = require_url(args)
     docs: list[JsonObject] = []
-    with AdminClient(
-        url,
-        load_admin_key(args.key),
-        subject=args.subject,
-        audience=args.audience,
-        ca_file=args.cacert,
-    ) as admin:
+    with admin_client(args) as admin:
         for source in sources:
             docs.append(
                 sealed_secret_manifest(
@@ -312,7 +295,7 @@ def _secret(args: argparse.Namespace) -> int:
             )
             print(
                 f"custodes: stored {len(source.values)} value(s) of Secret {source.name!r} in "
-                f"{url} under {args.repo}/{source.name}/",
+                f"{args.url} under {args.repo}/{source.name}/",
                 file=sys.stderr,
             )
     # The values are in the broker already: never fail now for want of the schemas.

@@ -9,18 +9,17 @@ do that: `custodes admin identity`).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from custodes.cli._common import add_url, require_url
+from custodes.cli._common import add_url
+from custodes.cli._common import operator_client as _client
 from custodes.cli._output import add_output_format, emit, rfc3339
-from custodes.cli.admin_identity import add_identity_options, ttl_arg
+from custodes.cli.admin_identity import add_credentials, add_ttl
 from custodes.errors import ConfigError
 
 if TYPE_CHECKING:
-    from custodes.admin_client import OperatorClient
     from custodes.types.json import Json, JsonObject
 
 
@@ -41,13 +40,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ],
     )
     add_url(p)
-    p.add_argument(
-        "--key",
-        type=Path,
-        default=os.environ.get("CUSTODES_OPERATOR_KEY"),
-        help="operator private key, PEM (env CUSTODES_OPERATOR_KEY)",
-    )
-    add_identity_options(p, role="operator")
+    add_credentials(p, role="operator")
     groups = p.add_subparsers(dest="group", metavar="GROUP", required=True)
 
     ten = groups.add_parser("tenant", help="tenants: create, list, get, suspend, resume")
@@ -94,24 +87,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             '"$CUSTODES_URL/operator/v0/tenants"',
         ],
     )
-    tok.add_argument(
-        "--ttl", type=ttl_arg, default=120, help="lifetime in seconds (default 120, max 3600)"
-    )
+    add_ttl(tok)
     tok.set_defaults(func=_token)
-
-
-def _client(args: argparse.Namespace) -> OperatorClient:
-    from custodes.admin_client import OperatorClient, load_admin_key
-
-    if args.key is None:
-        raise ConfigError("no operator key: pass --key FILE or set CUSTODES_OPERATOR_KEY")
-    return OperatorClient(
-        require_url(args),
-        load_admin_key(args.key),
-        subject=args.subject,
-        audience=args.audience,
-        ca_file=args.cacert,
-    )
 
 
 def _identities(args: argparse.Namespace) -> list[Json]:

@@ -37,7 +37,7 @@ from typing import Final
 from custodes.attestation.appraisal import appraise
 from custodes.attestation.service import annotated_evidence
 from custodes.audit.entry import MAX_SEQ
-from custodes.cli._common import resource_arg
+from custodes.cli._common import read_limited, resource_arg
 from custodes.cli._evidence_input import (
     EVIDENCE_OPTIONS,
     OfflineEvidence,
@@ -45,7 +45,6 @@ from custodes.cli._evidence_input import (
     check_evidence_usage,
     print_invalid,
     read_init_data,
-    read_limited,
     rfc3339,
     session_binding,
     warn_if_insecure,

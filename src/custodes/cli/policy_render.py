@@ -35,7 +35,16 @@ def _recorded_vector(recorded: Recorded | None, submod: str) -> dict[str, int]:
 
 
 def _policy_json(policy_path: Path, policy: str) -> JsonObject:
-    return {"path": str(policy_path), "sha256": hashlib.sha256(policy.encode()).hexdigest()}
+    return {"path": str(policy_path), "sha256": _sha256(policy)}
+
+
+def _policy_line(policy_path: Path, policy: str) -> str:
+    return f"candidate policy: {policy_path} (sha256 {_sha256(policy)})"
+
+
+def _sha256(policy: str) -> str:
+    """The candidate as both renderings name it (with its path): the digest of its text."""
+    return hashlib.sha256(policy.encode()).hexdigest()
 
 
 def attestation_json(policy_path: Path, policy: str, result: AttestationResult) -> JsonObject:
@@ -92,9 +101,8 @@ def _condition_lines(c: FailedCondition, indent: str) -> list[str]:
 
 
 def attestation_text(policy_path: Path, policy: str, result: AttestationResult) -> str:
-    digest = hashlib.sha256(policy.encode()).hexdigest()
     out = [
-        f"candidate policy: {policy_path} (sha256 {digest})",
+        _policy_line(policy_path, policy),
         f"input: {result.source.description}",
         f"decision: {result.status}",
     ]
@@ -172,9 +180,8 @@ def resource_json(policy_path: Path, policy: str, result: ResourceResult) -> Jso
 
 
 def resource_text(policy_path: Path, policy: str, result: ResourceResult) -> str:
-    digest = hashlib.sha256(policy.encode()).hexdigest()
     out = [
-        f"candidate policy: {policy_path} (sha256 {digest})",
+        _policy_line(policy_path, policy),
         f"input: {result.description}",
         f"resource: {result.resource}",
         f"appraisal: {appraisal_summary(result.claims)}",

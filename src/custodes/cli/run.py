@@ -11,9 +11,12 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from custodes.cli._common import add_cacert
+from custodes.cli._guest_config import (
+    add_guest_config_options,
+    guest_config,
+    read_init_data_text,
+)
 from custodes.errors import ConfigError, CustodesError
-from custodes.guest.attester.select import GPU_MODES
 
 if TYPE_CHECKING:
     from custodes.guest.dataset_launch import DatasetSpec
@@ -51,24 +54,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", type=Path, help="guest configuration (TOML)")
+    add_guest_config_options(p)
     p.add_argument("--initdata", type=Path, help="init-data TOML, bound and sent to the broker")
-    p.add_argument("--url", help="broker URL (when the config names none)")
-    add_cacert(p)
-    p.add_argument("--tee", help="attester: tpm, snp, tdx, or sample (default: detect)")
-    p.add_argument("--tcti", help="TPM TCTI for --tee tpm")
-    p.add_argument(
-        "--gpu",
-        choices=GPU_MODES,
-        help="attest the NVIDIA GPUs with the CPU (default auto: when the driver is present; "
-        "needs the custodes[gpu] extra)",
-    )
-    p.add_argument(
-        "--policy-selector",
-        metavar="NAME",
-        help="ask the broker for the attestation policy it maps NAME to (its "
-        "attestation.policy_id_map); default: the broker's default policy",
-    )
     p.add_argument(
         "--secret-mount",
         type=Path,
@@ -110,7 +97,6 @@ def _dataset_arg(text: str) -> DatasetSpec:
 
 
 def run(args: argparse.Namespace) -> int:
-    from custodes.guest.config import broker_from_url, load_guest_config
     from custodes.guest.launcher import prepare
 
     command = list(args.command)
@@ -121,39 +107,23 @@ def run(args: argparse.Namespace) -> int:
     executable = shutil.which(command[0])
     if executable is None:
         raise ConfigError(f"workload command not found: {command[0]}")
-    config = load_guest_config(args.config)
+    config = guest_config(args)
     changes: dict[str, object] = {}
-    if args.url:
-        changes["brokers"] = (broker_from_url(args.url, args.cacert),)
-    if args.tee:
-        changes["tee"] = args.tee
-    if args.tcti:
-        changes["tcti"] = args.tcti
-    if args.gpu:
-        changes["gpu"] = args.gpu
     if args.secret_mount:
         changes["secret_mounts"] = config.secret_mounts + tuple(args.secret_mount)
     if args.on_unseal_error:
         changes["unseal_failure"] = args.on_unseal_error
     config = dataclasses.replace(config, **changes)  # type: ignore[arg-type]
-    if args.policy_selector is not None:
-        config = config.with_policy_selector(args.policy_selector)
     from custodes._internal.tls import tls_verify
 
     for broker in config.brokers:
         # Checked before anything else: a wrong CA file fails the start with its name, even
         # when this start would not have needed the broker.
         tls_verify(broker.cacert)
-    init_data = None
-    if args.initdata is not None:
-        try:
-            init_data = args.initdata.read_bytes().decode("utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"cannot read init-data {args.initdata}: {e}") from e
     prepared = prepare(
         config,
         os.environ,
-        init_data_text=init_data,
+        init_data_text=read_init_data_text(args.initdata),
         datasets=args.dataset,
         dataset_allow_persistent=args.dataset_allow_persistent,
     )

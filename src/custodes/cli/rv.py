@@ -16,7 +16,6 @@ measured, the SNP kernel-hashes section and the hashes-table location (only OVMF
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,8 +24,8 @@ from typing import Final
 from sevsnpmeasure.vcpu_types import CPU_SIGS  # type: ignore[import-untyped]
 
 from custodes.cli import rv_measured_boot, rv_nvidia_rim
-from custodes.cli._common import add_url, require_url
-from custodes.cli.admin_identity import add_identity_options
+from custodes.cli._common import add_url, admin_client
+from custodes.cli.admin_identity import add_credentials
 from custodes.errors import ConfigError
 
 # The measurement library, the admin client and the time parser are imported by the handlers:
@@ -108,13 +107,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="NAME",
         help=f"register the digest as reference value NAME (default {DEFAULT_REFERENCE_VALUE})",
     )
-    reg.add_argument(
-        "--key",
-        type=Path,
-        default=os.environ.get("CUSTODES_ADMIN_KEY"),
-        help="admin private key, PEM (env CUSTODES_ADMIN_KEY)",
-    )
-    add_identity_options(reg, role="admin")
+    add_credentials(reg, role="admin")
     reg.add_argument("--expires", help="RFC 3339 time after which the value is not used")
     add_url(m)
     m.set_defaults(func=_snp_measurement, usage_error=m.error)
@@ -233,7 +226,6 @@ def snp_launch_measurement(
 
 
 def _snp_measurement(args: argparse.Namespace) -> int:
-    from custodes.admin_client import AdminClient, load_admin_key
     from custodes.cli._evidence_input import parse_time
 
     if args.kernel is None and (args.initrd is not None or args.append is not None):
@@ -258,15 +250,7 @@ def _snp_measurement(args: argparse.Namespace) -> int:
     value = digest.hex()
     print(value)
     if args.register is not None:
-        if args.key is None:
-            raise ConfigError("no admin key: pass --key FILE or set CUSTODES_ADMIN_KEY")
-        with AdminClient(
-            require_url(args),
-            load_admin_key(args.key),
-            subject=args.subject,
-            audience=args.audience,
-            ca_file=args.cacert,
-        ) as client:
+        with admin_client(args) as client:
             client.register_reference_values({args.register: [value]}, expiration=expiration)
         print(f"registered reference value {args.register} = [{value}]", file=sys.stderr)
     return 0

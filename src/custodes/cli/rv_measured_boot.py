@@ -16,12 +16,11 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import os
 import sys
 from pathlib import Path
 
-from custodes.cli._common import add_url, require_url
-from custodes.errors import ConfigError
+from custodes.cli._common import add_url, admin_client, read_limited
+from custodes.cli.admin_identity import add_credentials
 
 MAX_ARTIFACT_BYTES = 512 * 1024 * 1024
 DEFAULT_MEMORY_MIB = 512
@@ -68,25 +67,13 @@ def add_parser(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     m.add_argument(
         "--register", action="store_true", help="register the values at the broker (--url)"
     )
-    m.add_argument(
-        "--key",
-        type=Path,
-        default=os.environ.get("CUSTODES_ADMIN_KEY"),
-        help="admin private key, PEM (env CUSTODES_ADMIN_KEY)",
-    )
+    add_credentials(m, role="admin")
     add_url(m)
     m.set_defaults(func=run, usage_error=m.error)
 
 
 def _read(path: Path, what: str) -> bytes:
-    try:
-        with path.open("rb") as f:
-            data = f.read(MAX_ARTIFACT_BYTES + 1)
-    except OSError as e:
-        raise ConfigError(f"cannot read {what} {path}: {e.strerror or e}") from e
-    if len(data) > MAX_ARTIFACT_BYTES:
-        raise ConfigError(f"{what} {path} is larger than {MAX_ARTIFACT_BYTES} bytes")
-    return data
+    return read_limited(path, MAX_ARTIFACT_BYTES, what)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -116,11 +103,7 @@ def run(args: argparse.Namespace) -> int:
         for name, value in values.items():
             print(f"  {name} = {value}", file=sys.stderr)
         return 0
-    if args.key is None:
-        raise ConfigError("no admin key: pass --key FILE or set CUSTODES_ADMIN_KEY")
-    from custodes.admin_client import AdminClient, load_admin_key
-
-    with AdminClient(require_url(args), load_admin_key(args.key), ca_file=args.cacert) as client:
+    with admin_client(args) as client:
         client.register_message(message)
     for name, value in values.items():
         print(f"registered reference value {name} = {value}", file=sys.stderr)

@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from custodes.cli._common import add_url
+from custodes.cli._common import add_url, admin_client, read_limited
 from custodes.cli._output import add_out, add_output_format, emit
-from custodes.cli.admin_identity import add_identity_options
+from custodes.cli.admin_identity import add_credentials
 from custodes.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -59,13 +58,7 @@ def add_parser(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     reg.add_argument(
         "--register", action="store_true", help="send the swid message to the broker (--url)"
     )
-    reg.add_argument(
-        "--key",
-        type=Path,
-        default=os.environ.get("CUSTODES_ADMIN_KEY"),
-        help="admin private key, PEM (env CUSTODES_ADMIN_KEY)",
-    )
-    add_identity_options(reg, role="admin")
+    add_credentials(reg, role="admin")
     add_url(m)
     m.set_defaults(func=run, usage_error=m.error)
 
@@ -74,13 +67,7 @@ def _document(path: Path) -> bytes:
     """The RIM's XML from FILE: as is when it starts with ``<``, else decoded from base64."""
     from custodes._internal.b64 import b64std_decode
 
-    try:
-        with path.open("rb") as f:
-            data = f.read(MAX_FILE_BYTES + 1)
-    except OSError as e:
-        raise ConfigError(f"cannot read RIM {path}: {e.strerror or e}") from e
-    if len(data) > MAX_FILE_BYTES:
-        raise ConfigError(f"RIM {path} is larger than {MAX_FILE_BYTES} bytes")
+    data = read_limited(path, MAX_FILE_BYTES, "RIM")
     if data.lstrip().startswith(b"<"):
         return data
     try:
@@ -123,8 +110,6 @@ def run(args: argparse.Namespace) -> int:
         write_atomic(args.output, json.dumps(message).encode(), private=False)
         print(f"wrote the swid message to {args.output}", file=sys.stderr)
     if args.register:
-        from custodes.cli._common import admin_client
-
         with admin_client(args) as client:
             client.register_message(message)
         print(f"registered {len(values)} reference values from the RIM", file=sys.stderr)

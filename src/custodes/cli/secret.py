@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from custodes.cli._common import add_cacert, write_output
+from custodes.cli._common import add_fetch_in_tee, resource_uri_arg, write_output
 from custodes.cli._output import add_out, add_output_format, emit
-from custodes.errors import ConfigError, InvalidResourcePath
+from custodes.errors import ConfigError
 from custodes.protocol.resource import ResourceUri
 from custodes.types.json import JsonObject
 from custodes.types.secret import Secret
@@ -47,13 +47,6 @@ Examples (workload admin, outside the cluster):
 
 _SAFE_STEM: Final = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
 _UNVERIFIED: Final = "UNVERIFIED: the signature was not checked; do not trust this content"
-
-
-def _uri_arg(text: str) -> ResourceUri:
-    try:
-        return ResourceUri.parse(text)
-    except InvalidResourcePath as e:
-        raise argparse.ArgumentTypeError(f"{text!r}: {e}") from e
 
 
 def _json_object_arg(text: str) -> JsonObject:
@@ -166,7 +159,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--kek",
         "--key-id",
         dest="kek",
-        type=_uri_arg,
+        type=resource_uri_arg,
         required=True,
         help="kbs:///repo/type/tag where the broker holds the 32-byte key-encryption key",
     )
@@ -207,12 +200,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     un.add_argument("--kek-file", type=Path, help="open an envelope with this local raw KEK")
     add_out(un, text="write the plaintext to FILE (mode 0600)")
-    # No CUSTODES_URL default here: an admin shell often sets it for `custodes admin`, and
-    # unseal must not start attesting unless asked to.
-    un.add_argument("--url", help="inside a TEE: attest to this broker and fetch the value")
-    add_cacert(un)
-    un.add_argument("--tee", help="attester with --url (default: detect; 'sample' for tests)")
-    un.add_argument("--tcti", help="TPM to use with --tee tpm")
+    add_fetch_in_tee(un, what="the value")
     un.set_defaults(func=_unseal)
 
     ins = actions.add_parser(
@@ -415,7 +403,7 @@ def _unseal(args: argparse.Namespace) -> int:
         if not isinstance(payload, EnvelopePayload):
             raise ConfigError("--kek-file opens envelope secrets; this is a vault secret")
         kek = _read_kek(args.kek_file)
-        _emit(Secret(open_envelope(payload, kek.reveal())), args.output)
+        write_output(open_envelope(payload, kek.reveal()), args.output, report=True)
         return 0
     print(
         json.dumps(
@@ -429,12 +417,6 @@ def _unseal(args: argparse.Namespace) -> int:
         )
     )
     return 0
-
-
-def _emit(plaintext: Secret[bytes], output: Path | None) -> None:
-    write_output(plaintext.reveal(), output)
-    if output is not None:
-        print(f"wrote {len(plaintext)} bytes to {output}", file=sys.stderr)
 
 
 def _unseal_with_broker(args: argparse.Namespace, text: str) -> int:
@@ -454,7 +436,7 @@ def _unseal_with_broker(args: argparse.Namespace, text: str) -> int:
 
         kids = _kids(args, broker=BrokerKidResolver(fetch))
         plaintext = unseal(text, fetch=fetch, kids=kids, allow_unsigned=args.allow_unsigned)
-    _emit(plaintext, args.output)
+    write_output(plaintext.reveal(), args.output, report=True)
     return 0
 
 

@@ -180,12 +180,20 @@ def _run_workers(
     ``build_broker``: each worker opens them afresh after the fork (a store connection must
     not cross a fork), so workers never race to create them.
     """
+    import shutil
+    import tempfile
+
     from custodes.kbs.app import create_app
     from custodes.kbs.broker import build_broker
+    from custodes.kbs.metrics import share_between_processes
     from custodes.kbs.server import WORKER_NOT_STARTED, run_workers, uvicorn_server
 
     broker.close()
     print(f"  workers: {workers} processes", file=sys.stderr, flush=True)
+    # /metrics of any worker counts for all of them (a fresh private directory each start:
+    # counts of an earlier run must not be added in).
+    metrics_dir = Path(tempfile.mkdtemp(prefix="custodes-metrics-"))
+    share_between_processes(metrics_dir)
 
     def worker(report_started: Callable[[], None]) -> int:
         started = False
@@ -206,6 +214,7 @@ def _run_workers(
         outcome = run_workers(workers, worker)
     finally:
         sock.close()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     if not outcome.started:
         _undo_failed_start(created)
         raise ConfigError("the broker did not start (the reason is logged above)")

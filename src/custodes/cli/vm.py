@@ -33,10 +33,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="download and unpack linux-image-amd64",
         description="Download Debian's linux-image-amd64 (apt-get download) and unpack it "
         "(dpkg-deb -x) into $CUSTODES_VM_CACHE or ~/.cache/custodes/vm.",
-        epilog=_examples(
-            "custodes vm fetch-kernel", "CUSTODES_VM_CACHE=/srv/vm custodes vm fetch-kernel"
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples=["custodes vm fetch-kernel", "CUSTODES_VM_CACHE=/srv/vm custodes vm fetch-kernel"],
     )
     f.set_defaults(func=_fetch_kernel)
     i = actions.add_parser(
@@ -44,8 +41,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="write the guest initramfs",
         description="Write the initramfs the VM boots (deterministic: the same kernel modules "
         "and busybox give the same bytes, whose SHA-256 is the initrd reference value).",
-        epilog=_examples("custodes vm initramfs --out initrd.img"),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples=["custodes vm initramfs --out initrd.img"],
     )
     i.add_argument("--out", type=Path, required=True, metavar="FILE", help="write it to FILE")
     i.set_defaults(func=_initramfs)
@@ -54,17 +50,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="approved boot gets the secret; tampered boots refused",
         description="Boot the approved VM (it receives the secret), then VMs with another "
         "command line, initrd, firmware or TPM, and a replayed quote (all refused).",
-        epilog=_examples("custodes vm demo", "custodes vm demo --console-dir consoles/"),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples=["custodes vm demo", "custodes vm demo --console-dir consoles/"],
     )
     d.add_argument("--accel", choices=("tcg", "kvm"), default="tcg", help="QEMU accelerator")
     d.add_argument("--timeout", type=float, default=300.0, metavar="S", help="per-VM timeout (300)")
     d.add_argument("--console-dir", type=Path, metavar="DIR", help="keep each VM's console")
     d.set_defaults(func=_demo)
-
-
-def _examples(*lines: str) -> str:
-    return "Examples:\n" + "".join(f"  {line}\n" for line in lines)
 
 
 def _fetch_kernel(args: argparse.Namespace) -> int:

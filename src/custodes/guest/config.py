@@ -8,12 +8,13 @@ host is an error, never a fallback.
 
 from __future__ import annotations
 
-import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from custodes._internal.toml_file import read_toml
 from custodes.errors import ConfigError
 from custodes.guest.attester.select import GPU_MODES, GpuMode
 from custodes.guest.dataset_launch import DatasetSpec
@@ -102,6 +103,31 @@ def _check_keys(table: dict[str, Any], allowed: set[str], where: str) -> None:
         raise ConfigError(f"unknown setting(s) in {where}: {', '.join(sorted(unknown))}")
 
 
+def _table(raw: dict[str, Any], name: str, allowed: set[str]) -> dict[str, Any]:
+    """The ``[name]`` table (empty when absent), with no setting outside ``allowed``."""
+    table = raw.get(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"[{name}] must be a table")
+    _check_keys(table, allowed, name)
+    return table
+
+
+def _tables(
+    raw: dict[str, Any], name: str, allowed: set[str]
+) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """Each table of the ``[[name]]`` array (none when absent) with its index and its place
+    in errors (``name[i]``), with no setting outside ``allowed``."""
+    tables = raw.get(name, [])
+    if not isinstance(tables, list):
+        raise ConfigError(f"[[{name}]] must be an array of tables")
+    for i, table in enumerate(tables):
+        where = f"{name}[{i}]"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where} must be a table")
+        _check_keys(table, allowed, where)
+        yield i, where, table
+
+
 def default_hosts(url: str) -> tuple[str, ...]:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -128,14 +154,8 @@ def parse_config(raw: dict[str, Any], base_dir: Path) -> GuestConfig:
         return p if p.is_absolute() else base_dir / p
 
     brokers: list[BrokerConfig] = []
-    raw_brokers = raw.get("brokers", [])
-    if not isinstance(raw_brokers, list):
-        raise ConfigError("[[brokers]] must be an array of tables")
-    for i, b in enumerate(raw_brokers):
-        where = f"brokers[{i}]"
-        if not isinstance(b, dict):
-            raise ConfigError(f"{where} must be a table")
-        _check_keys(b, {"name", "url", "hosts", "cacert", "policy_selector"}, where)
+    broker_keys = {"name", "url", "hosts", "cacert", "policy_selector"}
+    for i, where, b in _tables(raw, "brokers", broker_keys):
         url = _str(b, "url", where)
         if not url:
             raise ConfigError(f"{where}.url is required")
@@ -164,10 +184,7 @@ def parse_config(raw: dict[str, Any], base_dir: Path) -> GuestConfig:
     if len(set(all_hosts)) != len(all_hosts):
         raise ConfigError("a host may select only one broker")
 
-    attester = raw.get("attester", {})
-    if not isinstance(attester, dict):
-        raise ConfigError("[attester] must be a table")
-    _check_keys(attester, {"tee", "tcti", "key_type", "gpu"}, "attester")
+    attester = _table(raw, "attester", {"tee", "tcti", "key_type", "gpu"})
     key_type = attester.get("key_type", "ec-p256")
     if key_type not in KEY_TYPES:
         raise ConfigError(f"attester.key_type must be one of {', '.join(KEY_TYPES)}")
@@ -176,23 +193,13 @@ def parse_config(raw: dict[str, Any], base_dir: Path) -> GuestConfig:
         raise ConfigError(f"attester.gpu must be one of {', '.join(GPU_MODES)}")
 
     credentials: list[Credential] = []
-    raw_creds = raw.get("credentials", [])
-    if not isinstance(raw_creds, list):
-        raise ConfigError("[[credentials]] must be an array of tables")
-    for i, c in enumerate(raw_creds):
-        where = f"credentials[{i}]"
-        if not isinstance(c, dict):
-            raise ConfigError(f"{where} must be a table")
-        _check_keys(c, {"resource_uri", "path"}, where)
+    for _, where, c in _tables(raw, "credentials", {"resource_uri", "path"}):
         uri, target = _str(c, "resource_uri", where), _str(c, "path", where)
         if not uri or not target:
             raise ConfigError(f"{where} needs resource_uri and path")
         credentials.append(Credential(uri, Path(target)))
 
-    run = raw.get("run", {})
-    if not isinstance(run, dict):
-        raise ConfigError("[run] must be a table")
-    _check_keys(run, {"secret_mounts", "unseal_failure", "credentials_root"}, "run")
+    run = _table(raw, "run", {"secret_mounts", "unseal_failure", "credentials_root"})
     mounts = run.get("secret_mounts", [])
     if not isinstance(mounts, list) or not all(isinstance(m, str) for m in mounts):
         raise ConfigError("run.secret_mounts must be a list of directories")
@@ -201,32 +208,19 @@ def parse_config(raw: dict[str, Any], base_dir: Path) -> GuestConfig:
         raise ConfigError("run.unseal_failure must be 'error' or 'warn'")
     creds_root = _str(run, "credentials_root", "run")
 
-    sealed = raw.get("sealed", {})
-    if not isinstance(sealed, dict):
-        raise ConfigError("[sealed] must be a table")
-    _check_keys(sealed, {"kid_dir", "unsafe_allow_unsigned"}, "sealed")
+    sealed = _table(raw, "sealed", {"kid_dir", "unsafe_allow_unsigned"})
     kid_dir = _str(sealed, "kid_dir", "sealed")
     allow_unsigned = sealed.get("unsafe_allow_unsigned", False)
     if not isinstance(allow_unsigned, bool):
         raise ConfigError("sealed.unsafe_allow_unsigned must be true or false")
 
-    rest = raw.get("rest", {})
-    if not isinstance(rest, dict):
-        raise ConfigError("[rest] must be a table")
-    _check_keys(rest, {"listen", "features"}, "rest")
+    rest = _table(raw, "rest", {"listen", "features"})
     features = rest.get("features", "resource")
     if features not in ("resource", "attestation", "all"):
         raise ConfigError("rest.features must be resource, attestation or all")
 
     datasets: list[DatasetSpec] = []
-    raw_datasets = raw.get("datasets", [])
-    if not isinstance(raw_datasets, list):
-        raise ConfigError("[[datasets]] must be an array of tables")
-    for i, d in enumerate(raw_datasets):
-        where = f"datasets[{i}]"
-        if not isinstance(d, dict):
-            raise ConfigError(f"{where} must be a table")
-        _check_keys(d, {"key", "encrypted", "plaintext"}, where)
+    for _, where, d in _tables(raw, "datasets", {"key", "encrypted", "plaintext"}):
         key, enc, plain = (
             _str(d, "key", where),
             _str(d, "encrypted", where),
@@ -257,10 +251,4 @@ def parse_config(raw: dict[str, Any], base_dir: Path) -> GuestConfig:
 def load_guest_config(path: Path | None) -> GuestConfig:
     if path is None:
         return GuestConfig()
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ConfigError(f"cannot read guest config {path}: {e.strerror}") from e
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from e
-    return parse_config(raw, path.resolve().parent)
+    return parse_config(read_toml(path, "guest config"), path.resolve().parent)

@@ -103,6 +103,17 @@ def create_rest_app(hub: ConfidentialDataHub, features: Features) -> Starlette:
             raise ValueError(f"runtime_data is over {MAX_RUNTIME_DATA} bytes")
         return data
 
+    def evidence_request(request: Request) -> bytes | Response:
+        """The runtime data an evidence request asks to bind, or the answer that refuses it."""
+        if (denied := guard(request)) is not None:
+            return denied
+        if not attestation_on:
+            return _text(404, "Attestation Feature Not Enabled")
+        try:
+            return _runtime_data(request)
+        except ValueError as e:
+            return _text(400, f"BAD REQUEST: {e}")
+
     async def token(request: Request) -> Response:
         if (denied := guard(request)) is not None:
             return denied
@@ -118,14 +129,8 @@ def create_rest_app(hub: ConfidentialDataHub, features: Features) -> Starlette:
         return Response(json.dumps(body).encode(), media_type="application/octet-stream")
 
     async def evidence(request: Request) -> Response:
-        if (denied := guard(request)) is not None:
-            return denied
-        if not attestation_on:
-            return _text(404, "Attestation Feature Not Enabled")
-        try:
-            data = _runtime_data(request)
-        except ValueError as e:
-            return _text(400, f"BAD REQUEST: {e}")
+        if isinstance(data := evidence_request(request), Response):
+            return data
         try:
             ev = await anyio.to_thread.run_sync(lambda: agent.attester.evidence(data))
         except (CustodesError, ValueError) as e:
@@ -133,14 +138,8 @@ def create_rest_app(hub: ConfidentialDataHub, features: Features) -> Starlette:
         return Response(json.dumps(ev).encode(), media_type="application/octet-stream")
 
     async def additional_evidence(request: Request) -> Response:
-        if (denied := guard(request)) is not None:
-            return denied
-        if not attestation_on:
-            return _text(404, "Attestation Feature Not Enabled")
-        try:
-            data = _runtime_data(request)
-        except ValueError as e:
-            return _text(400, f"BAD REQUEST: {e}")
+        if isinstance(data := evidence_request(request), Response):
+            return data
         # The agent's devices (GPUs) over the caller's report data, as the handshake builds
         # it: upstream's {tee: evidence} JSON, or an empty body without devices.
         try:

@@ -16,10 +16,10 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass
 from typing import Final
-from urllib.parse import urlsplit
 
 from cryptography import x509
 
+from custodes._internal.admin_claims import normalize
 from custodes.errors import ConfigError
 from custodes.guest.policy_selector import check_policy_selector
 from custodes.initdata.build import DEFAULT_ALGORITHM, build
@@ -27,7 +27,6 @@ from custodes.initdata.errors import InitDataError
 from custodes.initdata.format import AA_CONFIG, CDH_CONFIG, InitData
 
 KBC_NAME: Final = "cc_kbc"
-_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 _ESCAPES: Final = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
 
 
@@ -35,21 +34,10 @@ def normalize_url(url: str) -> str:
     """``scheme://host:port/path`` with scheme and host lower-cased and the port explicit.
 
     ``ConfigError`` for anything but an http(s) URL with a host and no user info, query or
-    fragment (a broker base URL has none of those).
+    fragment (a broker base URL has none of those). The broker reads its own URLs, and the
+    audience of admin tokens, by the same rule.
     """
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as e:
-        raise ConfigError(f"broker URL {url!r} is not a valid URL: {e}") from e
-    scheme = parts.scheme.lower()
-    if scheme not in _DEFAULT_PORTS or not parts.hostname:
-        raise ConfigError(f"broker URL {url!r} must be http:// or https:// with a host")
-    if parts.username is not None or parts.query or parts.fragment:
-        raise ConfigError(f"broker URL {url!r} must not carry user info, a query or a fragment")
-    host = parts.hostname.lower()
-    shown = f"[{host}]" if ":" in host else host
-    return f"{scheme}://{shown}:{port or _DEFAULT_PORTS[scheme]}{parts.path.rstrip('/')}"
+    return normalize(url, "broker URL")
 
 
 def check_certificate(pem: str) -> str:

@@ -33,13 +33,13 @@ Either way, the tenant comes from ``[namespaces.<ns>] tenant`` and its brokers f
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, Literal, NoReturn, cast
 
+from custodes._internal.toml_file import read_toml
 from custodes.errors import ConfigError, CustodesError
 from custodes.initdata.build import read_entry
 from custodes.initdata.encoding import encode_annotation
@@ -273,10 +273,5 @@ def parse_webhook_config(raw: Mapping[str, Any], base_dir: Path) -> WebhookConfi
 
 
 def load_webhook_config(path: Path) -> WebhookConfig:
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise WebhookConfigError(f"cannot read webhook config {path}: {e.strerror}") from e
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as e:
-        raise WebhookConfigError(f"{path}: not valid TOML: {e}") from e
+    raw = read_toml(path, "webhook config", WebhookConfigError)
     return parse_webhook_config(raw, path.resolve().parent)

@@ -6,13 +6,13 @@ The documented sample is ``docs/serve.sample.toml``; a test loads it, so it cann
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from custodes._internal.admin_claims import check_subject
 from custodes._internal.admin_claims import normalize as normalize_url
+from custodes._internal.toml_file import read_toml
 from custodes.audit.checkpoint import CheckpointPolicy
 from custodes.errors import ConfigError
 
@@ -348,12 +348,7 @@ def load_config(path: Path | None) -> KbsConfig:
     """
     if path is None:
         return KbsConfig().validate()
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ConfigError(f"cannot read config {path}: {e.strerror}") from e
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from e
+    raw = read_toml(path, "config")
     base_dir = path.resolve().parent
     version = raw.pop("config_version", CONFIG_VERSION)
     if not isinstance(version, int) or isinstance(version, bool):

@@ -1,9 +1,30 @@
-"""Prometheus metrics of one broker (a registry per app, so tests can run several)."""
+"""Prometheus metrics of one broker (a registry per app, so tests can run several).
+
+With ``serve --workers N`` the workers are separate processes: each counts in files of a
+directory they share (prometheus_client's multiprocess mode, switched on by
+:func:`share_between_processes` before the broker is built), and ``/metrics`` answers from any
+worker with the sums over all of them.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+import os
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
+
+_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def share_between_processes(directory: Path) -> None:
+    """Count in files under ``directory`` (private, empty, removed by the caller at exit) from
+    now on, in this process and the processes it forks."""
+    os.environ[_DIR_VARIABLE] = str(directory)
+    # The value class is chosen when prometheus_client is imported; choose it again, so the
+    # mode does not depend on when that import happened.
+    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]  # untyped lib
 
 
 class Metrics:
@@ -43,4 +64,9 @@ class Metrics:
         )
 
     def render(self) -> bytes:
+        shared = os.environ.get(_DIR_VARIABLE)
+        if shared:
+            merged = CollectorRegistry()
+            MultiProcessCollector(merged, path=shared)  # type: ignore[no-untyped-call]  # untyped lib
+            return generate_latest(merged)
         return generate_latest(self.registry)

@@ -8,8 +8,6 @@ release audit entry and the JWE to the TEE key the token carries.
 
 from __future__ import annotations
 
-import functools
-import json
 import uuid
 
 from custodes.errors import NotFound, PolicyDenied, PolicyError, SessionError, TokenError
@@ -24,8 +22,8 @@ from custodes.policy.budget import (
 )
 from custodes.protocol.appraisal import appraisal_summary
 from custodes.protocol.jwe import encrypt
+from custodes.protocol.jwk import tee_key_from_jwk
 from custodes.protocol.resource import ResourcePath
-from custodes.protocol.tee_key import TeePublicKey
 from custodes.types.json import JsonObject
 
 
@@ -37,13 +35,6 @@ def bearer_token(header: str | None) -> str | None:
     if scheme.lower() != "bearer" or not token.strip():
         raise TokenError("Authorization header is not 'Bearer <token>'")
     return token.strip()
-
-
-@functools.lru_cache(maxsize=1024)
-def _tee_key(jwk: str, allow_rsa1_5: bool) -> TeePublicKey:
-    """The TEE key of a token, parsed and validated once per key (a pod start fetches many
-    resources with one token); a refusal is not cached and is raised again each time."""
-    return TeePublicKey.from_jwk(json.loads(jwk), allow_rsa1_5=allow_rsa1_5)
 
 
 class Release:
@@ -146,9 +137,9 @@ class Release:
         except NotFound:
             broker.metrics.releases.labels("missing").inc()
             raise
-        key = _tee_key(
-            json.dumps(ear.tee_pubkey(), sort_keys=True),
-            broker.config.attestation.unsafe_allow_rsa1_5,
+        # Parsed at /attest already: remembered by its members (protocol.jwk).
+        key = tee_key_from_jwk(
+            ear.tee_pubkey(), allow_rsa1_5=broker.config.attestation.unsafe_allow_rsa1_5
         )
         jwe = encrypt(secret.reveal(), key)
         broker.metrics.releases.labels("released").inc()

@@ -10,6 +10,7 @@ its stdin is open.
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 from collections.abc import Callable, Mapping
@@ -21,6 +22,7 @@ from custodes.policy.explain import explain
 from custodes.types.json import Json, JsonObject
 
 MAX_ADDRESS_SPACE: Final = 2 << 30
+NICENESS: Final = 10
 
 
 def _lookup(values: Mapping[str, Json]) -> Callable[[Json], Json]:
@@ -82,6 +84,11 @@ def main() -> None:
     # Time is bounded by the parent; memory here: a policy that allocates without end makes
     # this process fail (its parent answers "the policy worker failed"), not the host swap.
     resource.setrlimit(resource.RLIMIT_AS, (MAX_ADDRESS_SPACE, MAX_ADDRESS_SPACE))
+    # CPU after the broker: the policies evaluated here are tenants' (the shipped ones run in
+    # the broker itself), and one tenant's slow policy must not take the cores that serve
+    # every other tenant's handshakes. Its budget is wall-clock time, so on a busy machine a
+    # slow policy reaches it sooner; that is the point.
+    os.nice(NICENESS)
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     # Nothing else may write to the answers' pipe.
     sys.stdout = sys.stderr

@@ -13,6 +13,8 @@ and :mod:`.tee_key` (the guest's key pair) builds on both.
 from __future__ import annotations
 
 import copy
+import functools
+import json
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final, NoReturn
@@ -172,3 +174,22 @@ def ec_point_members(key: ec.EllipticCurvePublicKey) -> JsonObject:
         "x": b64url_encode(nums.x.to_bytes(curve.size, "big")),
         "y": b64url_encode(nums.y.to_bytes(curve.size, "big")),
     }
+
+
+def tee_key_from_jwk(obj: object, *, allow_rsa1_5: bool = False) -> TeePublicKey:
+    """:meth:`TeePublicKey.from_jwk`, remembered for the last keys seen: the broker meets each
+    TEE key twice per handshake (``/attest``, then the token of each resource request), and
+    validating a point on its curve is the costly part. The result is shared: its ``jwk`` must
+    not be changed. A refusal is not remembered (it is raised again each time)."""
+    if not isinstance(obj, dict):
+        return TeePublicKey.from_jwk(obj, allow_rsa1_5=allow_rsa1_5)
+    try:
+        text = json.dumps(obj, sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError):
+        return TeePublicKey.from_jwk(obj, allow_rsa1_5=allow_rsa1_5)
+    return _tee_key_of(text, allow_rsa1_5)
+
+
+@functools.lru_cache(maxsize=4096)
+def _tee_key_of(text: str, allow_rsa1_5: bool) -> TeePublicKey:
+    return TeePublicKey.from_jwk(json.loads(text), allow_rsa1_5=allow_rsa1_5)

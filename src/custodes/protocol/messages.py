@@ -22,7 +22,7 @@ from custodes.protocol.binding import (
     runtime_data_digest,
     select_hash_algorithm,
 )
-from custodes.protocol.jwk import TeePublicKey
+from custodes.protocol.jwk import TeePublicKey, tee_key_from_jwk
 from custodes.types.json import Json, JsonObject
 from custodes.types.tee import Tee
 
@@ -213,7 +213,7 @@ class RuntimeData:
         o = _object(obj, "runtime-data")
         nonce = _string(o, "nonce", "runtime-data")
         jwk = _member(o, "tee-pubkey", "runtime-data")
-        return cls(nonce=nonce, tee_pubkey=TeePublicKey.from_jwk(jwk, allow_rsa1_5=allow_rsa1_5))
+        return cls(nonce=nonce, tee_pubkey=tee_key_from_jwk(jwk, allow_rsa1_5=allow_rsa1_5))
 
     def to_json(self) -> JsonObject:
         return {"tee-pubkey": copy.deepcopy(self.tee_pubkey.jwk), "nonce": self.nonce}

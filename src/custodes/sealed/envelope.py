@@ -47,9 +47,19 @@ IV_BYTES: Final = 12
 TAG_BYTES: Final = 16
 
 
-def is_kbs_provider(provider: str) -> bool:
-    """Upstream looks providers up ASCII case-insensitively."""
-    return provider.isascii() and provider.lower() == PROVIDER_KBS
+def broker_resource(provider: str, uri: str, *, kind: str, member: str, opens: str) -> ResourceUri:
+    """The resource ``uri`` names, after checking that the broker holds it: custodes opens only
+    ``kbs`` payloads (provider looked up ASCII case-insensitively, as upstream does). Errors
+    name the payload ``kind`` and its ``member`` that holds ``uri``; ``opens`` says what
+    custodes opens instead."""
+    if not (provider.isascii() and provider.lower() == PROVIDER_KBS):
+        raise UnsupportedProvider(
+            f"{kind} provider {provider!r} is not supported; custodes {opens} (provider 'kbs')"
+        )
+    try:
+        return ResourceUri.parse(uri)
+    except InvalidResourcePath as e:
+        raise SealedPayloadError(f"{kind} {member} is not a kbs:// resource URI: {e}") from e
 
 
 def _check_kek(kek: bytes) -> None:
@@ -74,15 +84,13 @@ def seal_envelope(plaintext: bytes, *, kek: bytes, kek_uri: ResourceUri) -> Enve
 
 def kek_uri(payload: EnvelopePayload) -> ResourceUri:
     """The KEK's resource URI, after checking that custodes can open this envelope at all."""
-    if not is_kbs_provider(payload.provider):
-        raise UnsupportedProvider(
-            f"envelope provider {payload.provider!r} is not supported; custodes opens "
-            "envelopes whose key-encryption key is a broker resource (provider 'kbs')"
-        )
-    try:
-        return ResourceUri.parse(payload.key_id)
-    except InvalidResourcePath as e:
-        raise SealedPayloadError(f"envelope key_id is not a kbs:// resource URI: {e}") from e
+    return broker_resource(
+        payload.provider,
+        payload.key_id,
+        kind="envelope",
+        member="key_id",
+        opens="opens envelopes whose key-encryption key is a broker resource",
+    )
 
 
 def _field(payload: EnvelopePayload, name: str) -> bytes:

@@ -22,16 +22,14 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from custodes.errors import ConfigError, InvalidResourcePath
+from custodes.errors import ConfigError
 from custodes.protocol.resource import ResourceUri
-from custodes.sealed.envelope import is_kbs_provider, kek_uri, open_envelope
+from custodes.sealed.envelope import broker_resource, kek_uri, open_envelope
 from custodes.sealed.errors import (
     InvalidSigningKey,
-    SealedPayloadError,
     SealedSignatureLength,
     SealedSignatureMismatch,
     UnsignedSealedSecret,
-    UnsupportedProvider,
     UnsupportedSealedVersion,
 )
 from custodes.sealed.format import SIGNATURE_BYTES, SealedSecret
@@ -109,15 +107,13 @@ def verified_payload(
 
 
 def _vault_uri(payload: VaultPayload) -> ResourceUri:
-    if not is_kbs_provider(payload.provider):
-        raise UnsupportedProvider(
-            f"vault provider {payload.provider!r} is not supported; custodes unseals vault "
-            "secrets held by the broker (provider 'kbs')"
-        )
-    try:
-        return ResourceUri.parse(payload.name)
-    except InvalidResourcePath as e:
-        raise SealedPayloadError(f"vault name is not a kbs:// resource URI: {e}") from e
+    return broker_resource(
+        payload.provider,
+        payload.name,
+        kind="vault",
+        member="name",
+        opens="unseals vault secrets held by the broker",
+    )
 
 
 def unseal(

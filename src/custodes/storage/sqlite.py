@@ -7,8 +7,10 @@ synchronous=NORMAL, which survives a crash of the process but not of the machine
 fsync. A lost session only makes its guest run the handshake again, and three fsyncs per
 handshake were most of the broker's handshake time.
 
-Calls are short and local, so the broker makes them from the event loop; one connection is
-shared under a lock (sqlite3 connections are not safe for concurrent use).
+The broker calls the store from worker threads (custodes.kbs.lanes); its two connections (the
+durable one, and one for the volatile namespaces' writes) are used under one lock: sqlite3
+connections are not safe for concurrent use, and two connections of one process taking turns
+never wait on each other's file lock.
 
 The schema and the statements are :mod:`custodes.storage.sql`'s, shared with PostgreSQL; the
 schema version is the file's ``user_version``.
@@ -84,12 +86,23 @@ class SqliteStore(SqlStore):
             raise
         except (OSError, sqlite3.Error, ConfigError) as e:
             raise StorageError(f"cannot open SQLite store {path}: {e}") from e
+        self._volatile_db: sqlite3.Connection | None = None
         try:
             self._prepare()
             _check_modes(path)  # a -wal/-shm left by an older run keeps its own mode
-        except BaseException:
+            # The writes of volatile namespaces go through a second connection that commits
+            # without an fsync (synchronous=NORMAL, a per-connection setting): switching one
+            # connection's setting around each such write cost two statements a write.
+            self._volatile_db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._volatile_db.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+            self._volatile_db.execute("PRAGMA synchronous=NORMAL")
+        except BaseException as e:
             # A store that failed to open must not keep the file open.
             self._db.close()
+            if self._volatile_db is not None:
+                self._volatile_db.close()
+            if isinstance(e, sqlite3.Error):
+                raise StorageError(f"cannot open SQLite store {path}: {e}") from e
             raise
 
     def _prepare(self) -> None:
@@ -139,17 +152,13 @@ class SqliteStore(SqlStore):
 
     @contextmanager
     def _connection(self, *, volatile: bool) -> Iterator[sqlite3.Connection]:
-        """The shared connection, under the lock, committing without an fsync while
-        ``volatile``; its errors become :class:`StorageError`."""
+        """A connection under the store's one lock (so the two never wait on each other):
+        the volatile one, committing without an fsync, when ``volatile``; its errors become
+        :class:`StorageError`."""
         try:
             with self._lock:
-                if volatile:
-                    self._db.execute("PRAGMA synchronous=NORMAL")
-                try:
-                    yield self._db
-                finally:
-                    if volatile:
-                        self._db.execute("PRAGMA synchronous=FULL")
+                db = self._volatile_db if volatile and self._volatile_db is not None else self._db
+                yield db
         except sqlite3.Error as e:
             raise StorageError(f"SQLite store {self.path}: {e}") from e
 
@@ -191,3 +200,5 @@ class SqliteStore(SqlStore):
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            if self._volatile_db is not None:
+                self._volatile_db.close()

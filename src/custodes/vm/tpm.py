@@ -15,7 +15,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -164,54 +164,38 @@ class VirtualTpm:
     def serve_tcp(self) -> Iterator[str]:
         """swtpm over TCP on this state (the TCTI string), for host-side use before a boot."""
         port = _free_port_pair()
-        process = subprocess.Popen(
-            [
-                _binary("swtpm"),
-                "socket",
-                "--tpm2",
-                "--tpmstate",
-                f"dir={self.state}",
-                "--server",
-                f"type=tcp,port={port},bindaddr=127.0.0.1",
-                "--ctrl",
-                f"type=tcp,port={port + 1},bindaddr=127.0.0.1",
-                "--flags",
-                "not-need-init,startup-clear",
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            _wait_for(lambda: _accepts(port), process, "swtpm (tcp)")
+        options = [
+            "--server",
+            f"type=tcp,port={port},bindaddr=127.0.0.1",
+            "--ctrl",
+            f"type=tcp,port={port + 1},bindaddr=127.0.0.1",
+            "--flags",
+            "not-need-init,startup-clear",
+        ]
+        with self._serve(options, lambda: _accepts(port), "swtpm (tcp)"):
             yield f"swtpm:host=127.0.0.1,port={port}"
-        finally:
-            _stop(process)
 
     @contextmanager
     def serve_for_qemu(self, workdir: Path) -> Iterator[Path]:
         """swtpm on a UNIX control socket in ``workdir`` for QEMU's ``tpm-emulator``; a fresh
         process per boot, so the PCRs start from reset as on a real power-on."""
         sock = workdir / "swtpm.sock"
+        options = ["--ctrl", f"type=unixio,path={sock}", "--log", f"file={workdir / 'swtpm.log'}"]
+        with self._serve(options, sock.exists, "swtpm (unix socket)"):
+            yield sock
+
+    @contextmanager
+    def _serve(self, options: list[str], ready: Callable[[], bool], what: str) -> Iterator[None]:
+        """``swtpm socket`` on this state with ``options``, until the block ends."""
         process = subprocess.Popen(
-            [
-                _binary("swtpm"),
-                "socket",
-                "--tpm2",
-                "--tpmstate",
-                f"dir={self.state}",
-                "--ctrl",
-                f"type=unixio,path={sock}",
-                "--log",
-                f"file={workdir / 'swtpm.log'}",
-            ],
+            [_binary("swtpm"), "socket", "--tpm2", "--tpmstate", f"dir={self.state}", *options],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         try:
-            _wait_for(sock.exists, process, "swtpm (unix socket)")
-            yield sock
+            _wait_for(ready, process, what)
+            yield
         finally:
             _stop(process)
 

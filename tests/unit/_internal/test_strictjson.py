@@ -15,6 +15,7 @@ from custodes._internal.clock import SystemClock
 from custodes._internal.jws import TOKEN_MAX_DEPTH, verify_compact
 from custodes.attestation.verifiers.azure.errors import HclReportInvalid
 from custodes.attestation.verifiers.azure.hcl import RuntimeData
+from custodes.attestation.verifiers.base import evidence_object
 from custodes.attestation.verifiers.sample import SampleVerifier
 from custodes.cli._evidence_input import OfflineEvidence
 from custodes.errors import (
@@ -74,6 +75,12 @@ READERS: list[tuple[str, Callable[[bytes], object], type[CustodesError], int]] =
     ),
     ("sealed-key", parse_jwk_bytes, InvalidSigningKey, strictjson.DEFAULT_MAX_DEPTH),
     ("offline-evidence", _offline_evidence, MalformedEvidence, strictjson.DEFAULT_MAX_DEPTH),
+    (
+        "verifier-evidence-text",
+        lambda raw: evidence_object(raw, "snp"),
+        MalformedEvidence,
+        strictjson.DEFAULT_MAX_DEPTH,
+    ),
 ]
 IDS = [name for name, *_ in READERS]
 

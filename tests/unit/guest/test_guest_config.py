@@ -134,3 +134,12 @@ def test_unreadable_and_invalid(tmp_path: Path) -> None:
     bad.write_text("[[brokers]\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_guest_config(bad)
+    # Nesting deep enough to exhaust tomllib's recursion is refused in one line, not a crash.
+    deep = tmp_path / "deep.toml"
+    deep.write_text("a = " + "[" * 100_000)
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_guest_config(deep)
+    undecodable = tmp_path / "latin1.toml"
+    undecodable.write_bytes(b'[rest]\nlisten = "\xe9"\n')
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_guest_config(undecodable)

@@ -153,7 +153,7 @@ ANNOTATION_PATH = f"metadata.annotations[{ANNOTATION_KEY}]"
         (encode_annotation(build(aa="[log]\n", cdh="[log]\n")), "names no broker"),
         (
             encode_annotation(build(aa='[token_configs.kbs]\nurl = "ftp://x"\n', cdh="")),
-            "must be http",
+            "must be an http:// or https:// URL with a host",
         ),
         (
             encode_annotation(

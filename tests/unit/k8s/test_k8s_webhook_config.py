@@ -100,7 +100,7 @@ def _write(directory: Path, text: str) -> Path:
         ("[namespaces.a]\nlabels = { x = 1 }\n", "map label names to strings"),
         ("[namespaces.a]\nruntime_class = 'runc'\n", "not in webhook.runtime_classes"),
         ("[tenants.t]\nbrokers = []\n", "at least one"),
-        ("[tenants.t]\nbrokers = ['ftp://x']\n", "must be http"),
+        ("[tenants.t]\nbrokers = ['ftp://x']\n", "must be an http:// or https:// URL"),
         ("[tenants.t]\nbrokers = ['https://x']\nbroker_cert = 'absent.pem'\n", "cannot read"),
         ("namespaces = 3\n", "must be a table"),
     ],

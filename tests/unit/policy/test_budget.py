@@ -169,3 +169,55 @@ def test_a_forked_child_neither_shares_nor_stops_its_parents_workers() -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     assert evaluator() is parent
     assert evaluate_within_budget(ALLOW_IF_ADMIN, "data.policy.allow", input={"role": "admin"})
+
+
+def test_a_shipped_policy_runs_in_this_thread_and_a_changed_copy_in_a_worker(
+    pool: BudgetedEvaluator,
+) -> None:
+    from custodes.policy.budget import is_shipped
+    from custodes.policy.defaults import default_policy
+
+    shipped = default_policy("resource_policy")
+    changed = shipped + "\n# a tenant's copy, changed by one comment\n"
+    assert is_shipped(shipped)
+    assert not is_shipped(changed)
+    claims = {"submods": {"cpu0": {"ear.status": "affirming"}}}
+    data = {"plugin": "resource", "resource-path": ["a", "b", "c"], "query": {}}
+
+    def run(policy: str) -> object:
+        return pool.run(
+            "evaluate",
+            policy,
+            "data.policy.allow",
+            input=claims,
+            data=data,
+            reference_values=None,
+            seconds=5.0,
+        )
+
+    in_thread = run(shipped)
+    assert pool._started == 0  # no worker process was needed
+    in_worker = run(changed)
+    assert pool._started == 1
+    expected = RegoEngine.evaluate(shipped, "data.policy.allow", input=claims, data=data)
+    assert in_thread == in_worker == expected
+
+
+def test_workers_run_below_the_brokers_cpu_priority(pool: BudgetedEvaluator) -> None:
+    # A tenant's slow policy must leave the cores to the broker serving the other tenants.
+    import os
+
+    from custodes.policy.rego_worker import NICENESS
+
+    assert pool.run(
+        "evaluate",
+        ALLOW_IF_ADMIN,
+        "data.policy.allow",
+        input={"role": "admin"},
+        data=None,
+        reference_values=None,
+        seconds=5.0,
+    )
+    (worker,) = pool._idle
+    parent = os.getpriority(os.PRIO_PROCESS, 0)
+    assert os.getpriority(os.PRIO_PROCESS, worker.process.pid) == min(parent + NICENESS, 19)

@@ -361,3 +361,19 @@ def test_from_private_pem_algorithm_must_fit_key(derived: dict[str, Any]) -> Non
         TeeKeyPair.from_private_pem(ec_pem, TeeKeyAlgorithm.RSA_OAEP_256)
     with pytest.raises(InvalidTeeKey):
         TeeKeyPair.from_private_pem(rsa_pem, TeeKeyAlgorithm.ECDH_ES_A256KW)
+
+
+def test_a_remembered_tee_key_is_the_same_key_and_refusals_are_not_remembered() -> None:
+    from custodes.protocol.jwk import tee_key_from_jwk
+
+    jwk = TeeKeyPair.generate().public_jwk()
+    first = tee_key_from_jwk(jwk)
+    reordered = dict(reversed(list(jwk.items())))
+    assert tee_key_from_jwk(reordered) is first  # the same members: parsed once
+    assert first.jwk == jwk
+    bad = {**jwk, "x": jwk["y"]}  # not a point on the curve
+    for _ in range(2):
+        with pytest.raises(InvalidTeeKey):
+            tee_key_from_jwk(bad)
+    with pytest.raises(InvalidTeeKey):
+        tee_key_from_jwk("not an object")

@@ -24,6 +24,7 @@ from custodes.rvps.measured_boot import (
     recorded_firmware,
     reference_values,
 )
+from live_broker import LiveBroker
 
 VM = Path(__file__).parents[3] / "tests" / "vectors" / "vm"
 LOG = (VM / "ovmf-direct-boot.eventlog").read_bytes()
@@ -238,3 +239,29 @@ def test_cli_a_kernel_that_is_not_a_bzimage_is_a_one_line_error(cli: Any, tmp_pa
     )
     assert code != 0
     assert err.startswith("custodes: error: ") and "Traceback" not in err
+
+
+def test_cli_register_signs_as_the_subject_and_stores_the_values(
+    cli: Any, tmp_path: Path, broker: LiveBroker
+) -> None:
+    """--register signs its token as every admin command does: --subject is the one the key
+    is registered under (``admin`` here), another is refused and stores nothing."""
+    kernel = tmp_path / "vmlinuz"
+    kernel.write_bytes(_pe())
+    log = tmp_path / "boot.log"
+    log.write_bytes(LOG)
+    argv = (
+        "rv", "measured-boot", "--firmware", kernel, "--firmware-log", log, "--kernel", kernel,
+        "--unpatched-kernel", "--register", "--url", broker.url,
+        "--key", broker.data_dir / "admin-key.pem",
+    )  # fmt: skip
+    code, _, err = cli(*argv, "--subject", "alice")
+    assert code == 1 and "not the key's registered subject" in err, err
+    with broker.admin() as admin:
+        assert "measured_boot_kernel" not in admin.list_reference_values()
+    code, _, err = cli(*argv)
+    assert code == 0, err
+    assert "registered reference value measured_boot_kernel" in err
+    with broker.admin() as admin:
+        stored = admin.get_reference_value("measured_boot_kernel")
+    assert stored["value"] == [authenticode_sha256(_pe()).hex()]

@@ -322,3 +322,27 @@ def test_store_file_readable_by_others_is_refused(tmp_path: Path, suffix: str) -
     exposed.chmod(0o644)
     with pytest.raises(FileModeError, match=f"chmod 600 {exposed}"):
         SqliteStore(path)
+
+
+def test_volatile_writes_commit_without_fsync_and_durable_ones_with_it(tmp_path: Path) -> None:
+    # Each connection's own setting (2 = FULL: fsync at commit; 1 = NORMAL: none in WAL), and
+    # which connection each write went through.
+    from custodes.storage.base import NS_SESSIONS
+
+    store = SqliteStore(tmp_path / "kv.db")
+    try:
+        seen: dict[str, list[str]] = {"durable": [], "volatile": []}
+        store._db.set_trace_callback(seen["durable"].append)
+        assert store._volatile_db is not None
+        store._volatile_db.set_trace_callback(seen["volatile"].append)
+        assert store._db.execute("PRAGMA synchronous").fetchone()[0] == 2
+        assert store._volatile_db.execute("PRAGMA synchronous").fetchone()[0] == 1
+        seen["durable"].clear()
+        seen["volatile"].clear()
+        store.set("t/bank/" + NS_SESSIONS, "s1", b"session")
+        store.set("resources", "r1", b"secret")
+        assert [("s1" in q, "r1" in q) for q in seen["volatile"]] == [(True, False)]
+        assert [("s1" in q, "r1" in q) for q in seen["durable"]] == [(False, True)]
+        assert store.get("t/bank/" + NS_SESSIONS, "s1", now=0.0) == b"session"
+    finally:
+        store.close()

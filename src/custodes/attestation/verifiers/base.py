@@ -10,10 +10,13 @@ Verifiers are synchronous and CPU-bound; the broker runs them in a worker thread
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import ClassVar, Protocol
 
+from custodes._internal import strictjson
+from custodes.errors import MalformedEvidence
 from custodes.types.json import JsonObject
 from custodes.types.tee import Tee
 
@@ -64,3 +67,30 @@ class Verifier(Protocol):
     def verify(self, request: VerificationRequest) -> list[VerifiedClaims]:
         """Verify ``request.evidence``; return its claims or raise ``EvidenceError``."""
         ...
+
+
+def evidence_object(
+    evidence: object, tee: str, *, max_size: int | None = None
+) -> Mapping[str, object]:
+    """The first read of every verifier's step 1: the evidence as a JSON object.
+
+    The broker hands over the object (already read strictly with the protocol message); a
+    caller may also hand over its JSON text, read here with the one strict reader
+    (:mod:`custodes._internal.strictjson`) after the verifier's size bound, so no path reads
+    evidence less strictly than the broker. Anything else is
+    :class:`~custodes.errors.MalformedEvidence` naming ``tee``.
+    """
+    if isinstance(evidence, str | bytes | bytearray):
+        if max_size is not None and len(evidence) > max_size:
+            raise MalformedEvidence(f"{tee} evidence is too large")
+        # A lone surrogate in a str passes through as bytes that are not UTF-8: refused below.
+        if isinstance(evidence, str):
+            body = evidence.encode("utf-8", "surrogatepass")
+        else:
+            body = bytes(evidence)
+        evidence = strictjson.loads(
+            body, error=lambda reason: MalformedEvidence(f"{tee} evidence is not JSON: {reason}")
+        )
+    if not isinstance(evidence, Mapping):
+        raise MalformedEvidence(f"{tee} evidence is not a JSON object")
+    return evidence

@@ -36,7 +36,6 @@ no such member.
 from __future__ import annotations
 
 import base64
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -44,6 +43,7 @@ from typing import Final
 
 from custodes._internal.b64 import b64std_decode, b64url_decode
 from custodes.attestation.verifiers.azure.errors import EvidenceVersionUnsupported
+from custodes.attestation.verifiers.base import evidence_object
 from custodes.attestation.verifiers.tpm.evidence import decode_pcr_bank
 from custodes.errors import MalformedEvidence
 from custodes.types.json import JsonObject
@@ -137,19 +137,6 @@ def _pem_certificate(value: object) -> bytes:
         return b64std_decode("".join(match.group(1).split()))
     except ValueError as e:
         raise MalformedEvidence("vcek PEM is not base64") from e
-
-
-def _as_object(evidence: object, what: str) -> Mapping[str, object]:
-    if isinstance(evidence, str | bytes | bytearray):
-        if len(evidence) > MAX_EVIDENCE_TEXT:
-            raise MalformedEvidence(f"{what} evidence is too large")
-        try:
-            evidence = json.loads(evidence)
-        except (ValueError, RecursionError) as e:
-            raise MalformedEvidence(f"{what} evidence is not JSON") from e
-    if not isinstance(evidence, Mapping):
-        raise MalformedEvidence(f"{what} evidence is not a JSON object")
-    return evidence
 
 
 def _eventlog(obj: Mapping[str, object]) -> bytes | None:
@@ -246,7 +233,7 @@ class AzSnpEvidence:
 
     @classmethod
     def from_json(cls, evidence: object) -> AzSnpEvidence:
-        obj = _as_object(evidence, "az-snp-vtpm")
+        obj = evidence_object(evidence, "az-snp-vtpm", max_size=MAX_EVIDENCE_TEXT)
         version = _version(obj)
         if version == 0:
             return cls(
@@ -294,7 +281,7 @@ class AzTdxEvidence:
 
     @classmethod
     def from_json(cls, evidence: object) -> AzTdxEvidence:
-        obj = _as_object(evidence, "az-tdx-vtpm")
+        obj = evidence_object(evidence, "az-tdx-vtpm", max_size=MAX_EVIDENCE_TEXT)
         version = _version(obj)
         quote = VtpmQuote.from_json(_field(obj, "tpm_quote", "evidence"), version=version)
         hcl, td = _field(obj, "hcl_report", "evidence"), _field(obj, "td_quote", "evidence")

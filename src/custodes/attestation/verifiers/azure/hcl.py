@@ -218,6 +218,14 @@ class HclReport:
             slack=len(buf) - report_size,
         )
 
+    @classmethod
+    def embedding(cls, data: bytes, kind: HwReportType, tee: str) -> HclReport:
+        """Parse the HCL report of ``tee`` evidence, which must embed a ``kind`` report."""
+        hcl = cls.from_bytes(data)
+        if hcl.report_type is not kind:
+            raise HclReportInvalid(f"{tee} evidence with a {hcl.report_type.name} report")
+        return hcl
+
     @property
     def var_data_sha256(self) -> bytes:
         """What the hardware report's REPORT_DATA[0:32] must hold."""

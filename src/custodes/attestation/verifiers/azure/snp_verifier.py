@@ -46,14 +46,13 @@ from typing import ClassVar, Final
 from custodes._internal.b64 import b64std_encode
 from custodes._internal.clock import Clock
 from custodes.attestation.verifiers.azure.config import AzureVerifierConfig
-from custodes.attestation.verifiers.azure.errors import HclReportInvalid
 from custodes.attestation.verifiers.azure.evidence import AzSnpEvidence
 from custodes.attestation.verifiers.azure.hcl import (
     HclReport,
     HwReportType,
     check_var_data_binding,
 )
-from custodes.attestation.verifiers.azure.vtpm import verify_vtpm
+from custodes.attestation.verifiers.azure.vtpm import verify_evidence_vtpm
 from custodes.attestation.verifiers.base import TeeClass, VerificationRequest, VerifiedClaims
 from custodes.attestation.verifiers.settings import VerifierSettings
 from custodes.attestation.verifiers.snp.certs import AmdRoots, ChainVerifier, pinned_roots
@@ -106,9 +105,7 @@ class ParsedAzSnp:
     @classmethod
     def from_json(cls, evidence: object) -> ParsedAzSnp:
         parsed = AzSnpEvidence.from_json(evidence)
-        hcl = HclReport.from_bytes(parsed.hcl_report)
-        if hcl.report_type is not HwReportType.SNP:
-            raise HclReportInvalid(f"az-snp-vtpm evidence with a {hcl.report_type.name} report")
+        hcl = HclReport.embedding(parsed.hcl_report, HwReportType.SNP, "az-snp-vtpm")
         return cls(
             evidence=parsed,
             hcl=hcl,
@@ -156,14 +153,8 @@ class AzSnpVtpmVerifier:
         report = parsed.snp_report
         self.check_snp_report(report, parsed.evidence.vcek)  # (2)
         check_var_data_binding(parsed.hcl, report.report_data)  # (3)
-        vtpm = verify_vtpm(  # (4)-(7)
-            version=parsed.evidence.version,
-            runtime=parsed.hcl.runtime_data,
-            quote=parsed.evidence.tpm_quote,
-            attest=parsed.attest,
-            report_data=request.report_data,
-            init_data_digest=request.init_data_digest,
-            eventlog=parsed.evidence.cc_eventlog,
+        vtpm = verify_evidence_vtpm(  # (4)-(7)
+            parsed.evidence, parsed.hcl.runtime_data, parsed.attest, request
         )
         return [VerifiedClaims(TeeClass.CPU, az_snp_claims(report) | vtpm)]  # (8)
 

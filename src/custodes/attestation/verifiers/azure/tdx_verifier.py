@@ -41,7 +41,6 @@ from custodes._internal.clock import Clock
 from custodes.attestation.verifiers.azure.config import AzureVerifierConfig
 from custodes.attestation.verifiers.azure.errors import (
     HclBindingMismatch,
-    HclReportInvalid,
     TdQuoteUnverified,
 )
 from custodes.attestation.verifiers.azure.evidence import AzTdxEvidence
@@ -51,7 +50,7 @@ from custodes.attestation.verifiers.azure.hcl import (
     check_var_data_binding,
 )
 from custodes.attestation.verifiers.azure.tdreport import TdReport
-from custodes.attestation.verifiers.azure.vtpm import verify_vtpm
+from custodes.attestation.verifiers.azure.vtpm import verify_evidence_vtpm
 from custodes.attestation.verifiers.base import TeeClass, VerificationRequest, VerifiedClaims
 from custodes.attestation.verifiers.settings import VerifierSettings
 from custodes.attestation.verifiers.tdx import TdxQuote, TdxVerifier, httpx_fetcher
@@ -73,9 +72,7 @@ class ParsedAzTdx:
     @classmethod
     def from_json(cls, evidence: object) -> ParsedAzTdx:
         parsed = AzTdxEvidence.from_json(evidence)
-        hcl = HclReport.from_bytes(parsed.hcl_report)
-        if hcl.report_type is not HwReportType.TDX:
-            raise HclReportInvalid(f"az-tdx-vtpm evidence with a {hcl.report_type.name} report")
+        hcl = HclReport.embedding(parsed.hcl_report, HwReportType.TDX, "az-tdx-vtpm")
         return cls(
             evidence=parsed,
             hcl=hcl,
@@ -113,14 +110,8 @@ def verify_after_td_quote(
 ) -> JsonObject:
     """Steps 3 to 8, once step 2 has verified the TD quote and produced ``td_claims``."""
     check_td_binding(parsed)  # (3)
-    vtpm = verify_vtpm(  # (4)-(7)
-        version=parsed.evidence.version,
-        runtime=parsed.hcl.runtime_data,
-        quote=parsed.evidence.tpm_quote,
-        attest=parsed.attest,
-        report_data=request.report_data,
-        init_data_digest=request.init_data_digest,
-        eventlog=parsed.evidence.cc_eventlog,
+    vtpm = verify_evidence_vtpm(  # (4)-(7)
+        parsed.evidence, parsed.hcl.runtime_data, parsed.attest, request
     )
     return td_claims | vtpm  # (8)
 

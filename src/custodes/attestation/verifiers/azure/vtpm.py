@@ -38,8 +38,9 @@ from custodes.attestation.verifiers.azure.errors import (
     UserDataMismatch,
 )
 from custodes.attestation.verifiers.azure.eventlog import replay_eventlog
-from custodes.attestation.verifiers.azure.evidence import VtpmQuote
+from custodes.attestation.verifiers.azure.evidence import AzSnpEvidence, AzTdxEvidence, VtpmQuote
 from custodes.attestation.verifiers.azure.hcl import RuntimeData
+from custodes.attestation.verifiers.base import VerificationRequest
 from custodes.attestation.verifiers.tpm.structures import TpmsAttest, TpmsQuoteInfo
 from custodes.attestation.verifiers.tpm.verifier import (
     INIT_DATA_PCR,
@@ -122,3 +123,22 @@ def verify_vtpm(
     if log is not None:
         claims["uefi_event_logs"] = log.to_json()
     return claims
+
+
+def verify_evidence_vtpm(
+    evidence: AzSnpEvidence | AzTdxEvidence,
+    runtime: RuntimeData,
+    attest: TpmsAttest,
+    request: VerificationRequest,
+) -> JsonObject:
+    """Steps 4 to 7 of either Azure verifier: :func:`verify_vtpm` over the evidence's quote and
+    event log, the HCL's (already bound) runtime data and the session's binding."""
+    return verify_vtpm(
+        version=evidence.version,
+        runtime=runtime,
+        quote=evidence.tpm_quote,
+        attest=attest,
+        report_data=request.report_data,
+        init_data_digest=request.init_data_digest,
+        eventlog=evidence.cc_eventlog,
+    )

@@ -13,6 +13,7 @@ pinned root. Revocation (NVIDIA's OCSP responder) is not consulted: verification
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -26,6 +27,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ObjectIdentifier
 
 from custodes.attestation.verifiers.nvidia.errors import DeviceChainInvalid, FwidMismatch
+from custodes.attestation.verifiers.x509ext import extension_value
 from custodes.errors import ConfigError, MalformedEvidence
 
 # SHA-256 of the pinned root's DER: the package data must still be what was reviewed.
@@ -36,14 +38,19 @@ FWID_SIZE: Final = 48
 _MAX_CHAIN: Final = 8
 
 
+def load_pinned_root(filename: str, sha256_hex: str, what: str) -> x509.Certificate:
+    """An NVIDIA root shipped in ``roots/``, refused unless its SHA-256 is the reviewed one."""
+    pem = resources.files(__package__).joinpath("roots", filename).read_bytes()
+    root = x509.load_pem_x509_certificate(pem)
+    if not hmac.compare_digest(root.fingerprint(hashes.SHA256()).hex(), sha256_hex):
+        raise ConfigError(f"the pinned NVIDIA {what} root does not match its fingerprint")
+    return root
+
+
 @cache
 def pinned_root() -> x509.Certificate:
     """NVIDIA's device identity root, shipped in ``roots/`` (see its README for provenance)."""
-    pem = resources.files(__package__).joinpath("roots", "nvidia_device_root.pem").read_bytes()
-    root = x509.load_pem_x509_certificate(pem)
-    if not hmac.compare_digest(root.fingerprint(hashes.SHA256()).hex(), ROOT_SHA256):
-        raise ConfigError("the pinned NVIDIA device root does not match its fingerprint")
-    return root
+    return load_pinned_root("nvidia_device_root.pem", ROOT_SHA256, "device")
 
 
 def parse_chain(pem: bytes) -> tuple[x509.Certificate, ...]:
@@ -65,34 +72,25 @@ class DeviceChain:
     leaf_key: ec.EllipticCurvePublicKey
 
 
-def _basic_constraints(cert: x509.Certificate) -> x509.BasicConstraints | None:
-    try:
-        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except x509.ExtensionNotFound:
-        return None
-
-
-def _key_usage(cert: x509.Certificate) -> x509.KeyUsage | None:
-    try:
-        return cert.extensions.get_extension_for_class(x509.KeyUsage).value
-    except x509.ExtensionNotFound:
-        return None
-
-
-def _name(cert: x509.Certificate) -> str:
+def subject_name(cert: x509.Certificate) -> str:
+    """A certificate's common name (else its whole subject), as the chains' errors name it."""
     names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
     return str(names[0].value) if names else cert.subject.rfc4514_string()
 
 
-def _check_issuer(issuer: x509.Certificate, below: int) -> None:
-    constraints = _basic_constraints(issuer)
+def check_issuer(
+    issuer: x509.Certificate, below: int, error: Callable[[str], Exception] = DeviceChainInvalid
+) -> None:
+    """An issuing link of an NVIDIA chain (device or RIM): a CA whose path length allows the
+    ``below`` certificates under it and which may sign certificates; else ``error``."""
+    constraints = extension_value(issuer, x509.BasicConstraints)
     if constraints is None or not constraints.ca:
-        raise DeviceChainInvalid(f"{_name(issuer)!r} is not a CA certificate")
+        raise error(f"{subject_name(issuer)!r} is not a CA certificate")
     if constraints.path_length is not None and below > constraints.path_length:
-        raise DeviceChainInvalid(f"{_name(issuer)!r} allows a path of {constraints.path_length}")
-    usage = _key_usage(issuer)
+        raise error(f"{subject_name(issuer)!r} allows a path of {constraints.path_length}")
+    usage = extension_value(issuer, x509.KeyUsage)
     if usage is not None and not usage.key_cert_sign:
-        raise DeviceChainInvalid(f"{_name(issuer)!r} may not sign certificates")
+        raise error(f"{subject_name(issuer)!r} may not sign certificates")
 
 
 def check_windows(certs: tuple[x509.Certificate, ...], now: float) -> None:
@@ -101,7 +99,7 @@ def check_windows(certs: tuple[x509.Certificate, ...], now: float) -> None:
         start = cert.not_valid_before_utc.timestamp()
         end = cert.not_valid_after_utc.timestamp()
         if not start <= now <= end:
-            raise DeviceChainInvalid(f"{_name(cert)!r} is outside its validity window")
+            raise DeviceChainInvalid(f"{subject_name(cert)!r} is outside its validity window")
 
 
 def verify_chain(
@@ -119,26 +117,27 @@ def verify_chain(
     check_windows(certs, now)
     for position, cert in enumerate(certs[:-1]):
         issuer = certs[position + 1]
-        _check_issuer(issuer, below=position)
+        check_issuer(issuer, below=position)
         if not isinstance(issuer.public_key(), ec.EllipticCurvePublicKey):
-            raise DeviceChainInvalid(f"{_name(issuer)!r} does not hold an EC key")
+            raise DeviceChainInvalid(f"{subject_name(issuer)!r} does not hold an EC key")
         try:
             cert.verify_directly_issued_by(issuer)
         except (ValueError, TypeError, InvalidSignature) as e:
             raise DeviceChainInvalid(
-                f"{_name(cert)!r} is not issued by {_name(issuer)!r}: the chain is broken"
+                f"{subject_name(cert)!r} is not issued by {subject_name(issuer)!r}: "
+                "the chain is broken"
             ) from e
     leaf = certs[0]
-    constraints = _basic_constraints(leaf)
+    constraints = extension_value(leaf, x509.BasicConstraints)
     if constraints is not None and constraints.ca:
         raise DeviceChainInvalid(
-            f"the first certificate {_name(leaf)!r} is a CA, not the device's signing "
+            f"the first certificate {subject_name(leaf)!r} is a CA, not the device's signing "
             "certificate: the leaf is missing"
         )
     key = leaf.public_key()
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP384R1):
         raise DeviceChainInvalid("the signing certificate does not hold a P-384 key")
-    usage = _key_usage(leaf)
+    usage = extension_value(leaf, x509.KeyUsage)
     if usage is not None and not usage.digital_signature:
         raise DeviceChainInvalid("the signing certificate may not sign")
     return DeviceChain(leaf=leaf, leaf_key=key)

@@ -41,17 +41,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
-from importlib import resources
 from types import MappingProxyType
 from typing import Any, Final, Literal
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from custodes.errors import ConfigError, ReferenceValueError
+from custodes.attestation.verifiers.nvidia.certs import check_issuer, load_pinned_root, subject_name
+from custodes.attestation.verifiers.x509ext import extension_value
+from custodes.errors import ReferenceValueError
 
 # SHA-256 of the pinned RIM root's DER (see roots/README.md for where it came from).
 RIM_ROOT_SHA256: Final = "12977b5115acb0381179279fffeb5a8c4d264971ebb32298023a465fa41df5d1"
@@ -135,11 +135,7 @@ class Rim:
 @cache
 def pinned_rim_root() -> x509.Certificate:
     """NVIDIA's RIM signing root, shipped in ``roots/`` (see its README for provenance)."""
-    pem = resources.files(__package__).joinpath("roots", "nvidia_rim_root.pem").read_bytes()
-    root = x509.load_pem_x509_certificate(pem)
-    if not hmac.compare_digest(root.fingerprint(hashes.SHA256()).hex(), RIM_ROOT_SHA256):
-        raise ConfigError("the pinned NVIDIA RIM root does not match its fingerprint")
-    return root
+    return load_pinned_root("nvidia_rim_root.pem", RIM_ROOT_SHA256, "RIM")
 
 
 def verify_rim(document: bytes, *, now: datetime, root: x509.Certificate | None = None) -> Rim:
@@ -162,7 +158,7 @@ def verify_rim(document: bytes, *, now: datetime, root: x509.Certificate | None 
         version=version,
         tag_id=meta["tagId"],
         measurements=MappingProxyType(measurements),
-        signer=_name(leaf),
+        signer=subject_name(leaf),
         not_after=min(c.not_valid_after_utc for c in certs),
     )
 
@@ -314,49 +310,31 @@ def _certificates(root: Any) -> tuple[x509.Certificate, ...]:
 # --- (2), (3) the chain --------------------------------------------------------------------
 
 
-def _name(cert: x509.Certificate) -> str:
-    names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-    return str(names[0].value) if names else cert.subject.rfc4514_string()
-
-
-def _extension(cert: x509.Certificate, kind: type[Any]) -> Any:
-    try:
-        return cert.extensions.get_extension_for_class(kind).value
-    except x509.ExtensionNotFound:
-        return None
-
-
 def _verify_chain(certs: tuple[x509.Certificate, ...], root: x509.Certificate) -> x509.Certificate:
     if not hmac.compare_digest(
         certs[-1].public_bytes(Encoding.DER), root.public_bytes(Encoding.DER)
     ):
         raise RimChainInvalid(
-            f"the RIM's certificate chain ends at {_name(certs[-1])!r}, not at the pinned "
+            f"the RIM's certificate chain ends at {subject_name(certs[-1])!r}, not at the pinned "
             "NVIDIA RIM root"
         )
     for position, cert in enumerate(certs[:-1]):
         issuer = certs[position + 1]
-        constraints = _extension(issuer, x509.BasicConstraints)
-        if constraints is None or not constraints.ca:
-            raise RimChainInvalid(f"{_name(issuer)!r} is not a CA certificate")
-        if constraints.path_length is not None and position > constraints.path_length:
-            raise RimChainInvalid(f"{_name(issuer)!r} allows a path of {constraints.path_length}")
-        usage = _extension(issuer, x509.KeyUsage)
-        if usage is not None and not usage.key_cert_sign:
-            raise RimChainInvalid(f"{_name(issuer)!r} may not sign certificates")
+        check_issuer(issuer, position, RimChainInvalid)
         try:
             cert.verify_directly_issued_by(issuer)
         except (ValueError, TypeError, InvalidSignature) as e:
             raise RimChainInvalid(
-                f"{_name(cert)!r} is not issued by {_name(issuer)!r}: the RIM's chain is broken"
+                f"{subject_name(cert)!r} is not issued by {subject_name(issuer)!r}: "
+                "the RIM's chain is broken"
             ) from e
     leaf = certs[0]
-    constraints = _extension(leaf, x509.BasicConstraints)
+    constraints = extension_value(leaf, x509.BasicConstraints)
     if constraints is not None and constraints.ca:
-        raise RimChainInvalid(f"the RIM's signing certificate {_name(leaf)!r} is a CA")
-    usage = _extension(leaf, x509.KeyUsage)
+        raise RimChainInvalid(f"the RIM's signing certificate {subject_name(leaf)!r} is a CA")
+    usage = extension_value(leaf, x509.KeyUsage)
     if usage is not None and not usage.digital_signature:
-        raise RimChainInvalid(f"the RIM's signing certificate {_name(leaf)!r} may not sign")
+        raise RimChainInvalid(f"the RIM's signing certificate {subject_name(leaf)!r} may not sign")
     key = leaf.public_key()
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP384R1):
         raise RimChainInvalid("the RIM's signing certificate does not hold a P-384 key")
@@ -367,7 +345,7 @@ def _check_windows(certs: tuple[x509.Certificate, ...], now: datetime) -> None:
     for cert in certs:
         if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
             raise RimChainInvalid(
-                f"the RIM's certificate {_name(cert)!r} is outside its validity window "
+                f"the RIM's certificate {subject_name(cert)!r} is outside its validity window "
                 f"({cert.not_valid_before_utc:%Y-%m-%d} to {cert.not_valid_after_utc:%Y-%m-%d})"
             )
 

@@ -18,11 +18,11 @@ parsed JSON object or its text. An empty ``cert_chain`` counts as absent (as ups
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from custodes.attestation.verifiers.base import evidence_object
 from custodes.attestation.verifiers.snp.report import SnpReport
 from custodes.errors import MalformedEvidence
 from custodes.protocol.evidence.snp_report import (
@@ -60,7 +60,7 @@ class SnpEvidence:
     @classmethod
     def from_json(cls, evidence: object) -> SnpEvidence:
         """Parse upstream's evidence JSON (object or text); ``MalformedEvidence`` otherwise."""
-        obj = _as_object(evidence)
+        obj = evidence_object(evidence, "SNP", max_size=MAX_EVIDENCE_TEXT)
         if "attestation_report" not in obj:
             raise MalformedEvidence("SNP evidence has no attestation_report")
         report = SnpReport.from_bytes(encode_report(obj["attestation_report"]))
@@ -84,19 +84,6 @@ class SnpEvidence:
     def entries(self, cert_type: str) -> list[bytes]:
         """The DER data of every chain entry of ``cert_type``."""
         return [e.data for e in self.cert_chain or () if e.cert_type == cert_type]
-
-
-def _as_object(evidence: object) -> Mapping[str, object]:
-    if isinstance(evidence, bytes | str):
-        if len(evidence) > MAX_EVIDENCE_TEXT:
-            raise MalformedEvidence("SNP evidence is too large")
-        try:
-            evidence = json.loads(evidence)
-        except (ValueError, RecursionError) as e:
-            raise MalformedEvidence("SNP evidence is not JSON") from e
-    if not isinstance(evidence, Mapping):
-        raise MalformedEvidence("SNP evidence is not a JSON object")
-    return evidence
 
 
 def _cert_chain(value: object) -> tuple[CertTableEntry, ...] | None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final
 
+from custodes.attestation.verifiers.flags import Flag
 from custodes.attestation.verifiers.snp.tcb import Generation, generation_from_cpuid
 from custodes.protocol.evidence.snp_report import (
     LAYOUT,
@@ -54,6 +55,16 @@ class GuestPolicy:
 
     raw: int
 
+    smt_allowed = Flag(16)
+    migrate_ma = Flag(18)
+    debug_allowed = Flag(19)
+    single_socket = Flag(20)
+    cxl_allowed = Flag(21)
+    mem_aes_256_xts = Flag(22)
+    rapl_disabled = Flag(23)
+    ciphertext_hiding = Flag(24)
+    page_swap_disabled = Flag(25)
+
     @property
     def abi_minor(self) -> int:
         return self.raw & 0xFF
@@ -62,42 +73,6 @@ class GuestPolicy:
     def abi_major(self) -> int:
         return (self.raw >> 8) & 0xFF
 
-    @property
-    def smt_allowed(self) -> bool:
-        return bool(self.raw >> 16 & 1)
-
-    @property
-    def migrate_ma(self) -> bool:
-        return bool(self.raw >> 18 & 1)
-
-    @property
-    def debug_allowed(self) -> bool:
-        return bool(self.raw >> 19 & 1)
-
-    @property
-    def single_socket(self) -> bool:
-        return bool(self.raw >> 20 & 1)
-
-    @property
-    def cxl_allowed(self) -> bool:
-        return bool(self.raw >> 21 & 1)
-
-    @property
-    def mem_aes_256_xts(self) -> bool:
-        return bool(self.raw >> 22 & 1)
-
-    @property
-    def rapl_disabled(self) -> bool:
-        return bool(self.raw >> 23 & 1)
-
-    @property
-    def ciphertext_hiding(self) -> bool:
-        return bool(self.raw >> 24 & 1)
-
-    @property
-    def page_swap_disabled(self) -> bool:
-        return bool(self.raw >> 25 & 1)
-
 
 @dataclass(frozen=True, slots=True)
 class PlatformInfo:
@@ -105,29 +80,12 @@ class PlatformInfo:
 
     raw: int
 
-    @property
-    def smt_enabled(self) -> bool:
-        return bool(self.raw & 1)
-
-    @property
-    def tsme_enabled(self) -> bool:
-        return bool(self.raw >> 1 & 1)
-
-    @property
-    def ecc_enabled(self) -> bool:
-        return bool(self.raw >> 2 & 1)
-
-    @property
-    def rapl_disabled(self) -> bool:
-        return bool(self.raw >> 3 & 1)
-
-    @property
-    def ciphertext_hiding_enabled(self) -> bool:
-        return bool(self.raw >> 4 & 1)
-
-    @property
-    def alias_check_complete(self) -> bool:
-        return bool(self.raw >> 5 & 1)
+    smt_enabled = Flag(0)
+    tsme_enabled = Flag(1)
+    ecc_enabled = Flag(2)
+    rapl_disabled = Flag(3)
+    ciphertext_hiding_enabled = Flag(4)
+    alias_check_complete = Flag(5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,13 +94,8 @@ class KeyInfo:
 
     raw: int
 
-    @property
-    def author_key_en(self) -> bool:
-        return bool(self.raw & 1)
-
-    @property
-    def mask_chip_key(self) -> bool:
-        return bool(self.raw >> 1 & 1)
+    author_key_en = Flag(0)
+    mask_chip_key = Flag(1)
 
     @property
     def signing_key(self) -> int:

@@ -60,6 +60,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from custodes.attestation.verifiers.x509ext import extension_value
 from custodes.errors import CollateralError, ConfigError
 from custodes.types.json import JsonObject
 
@@ -480,10 +481,9 @@ def _issuer_chain_of(pck_chain_pem: bytes) -> str:
 
 def _root_crl_url(qe_chain: str) -> str:
     leaf = _load_chain(qe_chain)[0]
-    try:
-        points = leaf.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
-    except x509.ExtensionNotFound:
-        raise CollateralError("QE identity signer has no CRL distribution point") from None
+    points = extension_value(leaf, x509.CRLDistributionPoints)
+    if points is None:
+        raise CollateralError("QE identity signer has no CRL distribution point")
     for point in points:
         for name in point.full_name or ():
             if isinstance(name, x509.UniformResourceIdentifier):

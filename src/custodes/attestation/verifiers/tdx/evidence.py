@@ -10,12 +10,11 @@ Both values are strict padded standard base64.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
 from custodes._internal.b64 import b64std_decode
+from custodes.attestation.verifiers.base import evidence_object
 from custodes.errors import MalformedEvidence
 
 MAX_EVENTLOG_SIZE: Final = 16 * 1024 * 1024  # the CCEL area is 64 KiB to 1 MiB in practice
@@ -29,13 +28,7 @@ class TdxEvidence:
     @classmethod
     def from_json(cls, evidence: object) -> TdxEvidence:
         """Parse the evidence object (or its JSON text)."""
-        if isinstance(evidence, str | bytes):
-            try:
-                evidence = json.loads(evidence)
-            except (ValueError, RecursionError):  # RecursionError: nesting too deep
-                raise MalformedEvidence("TDX evidence is not JSON") from None
-        if not isinstance(evidence, Mapping):
-            raise MalformedEvidence("TDX evidence must be a JSON object")
+        evidence = evidence_object(evidence, "TDX")
         quote_b64 = evidence.get("quote")
         if not isinstance(quote_b64, str) or not quote_b64:
             raise MalformedEvidence("TDX evidence lacks the quote")

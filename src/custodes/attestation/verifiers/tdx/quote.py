@@ -28,6 +28,7 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
+from custodes.attestation.verifiers.flags import Flag
 from custodes.attestation.verifiers.tdx.errors import UnsupportedQuote
 from custodes.errors import MalformedEvidence
 from custodes.protocol.evidence.reader import Reader
@@ -88,36 +89,19 @@ class QuoteHeader:
 class TdAttributes:
     """The TD attributes bits upstream exposes as ``td_attributes`` claims."""
 
-    value: int
+    raw: int
+
+    debug = Flag(0)
+    septve_disable = Flag(28)
+    protection_keys = Flag(30)
+    key_locker = Flag(31)
+    perfmon = Flag(63)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> TdAttributes:
         if len(data) != 8:
             raise MalformedEvidence("TD attributes must be 8 bytes")
         return cls(int.from_bytes(data, "little"))
-
-    def _bit(self, n: int) -> bool:
-        return bool(self.value >> n & 1)
-
-    @property
-    def debug(self) -> bool:
-        return self._bit(0)
-
-    @property
-    def septve_disable(self) -> bool:
-        return self._bit(28)
-
-    @property
-    def protection_keys(self) -> bool:
-        return self._bit(30)
-
-    @property
-    def key_locker(self) -> bool:
-        return self._bit(31)
-
-    @property
-    def perfmon(self) -> bool:
-        return self._bit(63)
 
     def to_json(self) -> JsonObject:
         return {

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from custodes.attestation.verifiers.tpm.errors import EkCertificateInvalid
+from custodes.attestation.verifiers.x509ext import extension_value
 from custodes.errors import ConfigError
 
 EK_RSA_BITS: Final = 2048
@@ -62,17 +63,8 @@ def ek_fingerprint(key: EkPublicKey) -> str:
 
 
 def _is_ca(cert: x509.Certificate) -> bool:
-    try:
-        return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except x509.ExtensionNotFound:
-        return False
-
-
-def _key_usage(cert: x509.Certificate) -> x509.KeyUsage | None:
-    try:
-        return cert.extensions.get_extension_for_class(x509.KeyUsage).value
-    except x509.ExtensionNotFound:
-        return None
+    constraints = extension_value(cert, x509.BasicConstraints)
+    return constraints is not None and constraints.ca
 
 
 def load_ca_bundle(path: Path) -> tuple[x509.Certificate, ...]:
@@ -91,7 +83,7 @@ def load_ca_bundle(path: Path) -> tuple[x509.Certificate, ...]:
             f"attestation.tpm_ek_ca_bundle: {path} is not a PEM file of certificates"
         ) from e
     for cert in certs:
-        usage = _key_usage(cert)
+        usage = extension_value(cert, x509.KeyUsage)
         if not _is_ca(cert) or (usage is not None and not usage.key_cert_sign):
             raise ConfigError(
                 f"attestation.tpm_ek_ca_bundle: {cert.subject.rfc4514_string()!r} in {path} "
@@ -144,7 +136,7 @@ def verify_ek_certificate(
         key = cert.public_key()
     except ValueError as e:
         raise EkCertificateInvalid("the EK certificate's public key does not parse") from e
-    usage = _key_usage(cert)
+    usage = extension_value(cert, x509.KeyUsage)
     if isinstance(key, rsa.RSAPublicKey):
         if key.key_size != EK_RSA_BITS:
             raise EkCertificateInvalid(f"an RSA EK of {key.key_size} bits, expected 2048")

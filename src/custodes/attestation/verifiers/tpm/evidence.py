@@ -16,7 +16,6 @@ Everything else is strict: padded canonical base64, exactly 24 PCRs of exactly 3
 
 from __future__ import annotations
 
-import json
 import re
 import struct
 from collections.abc import Mapping, Sequence
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from typing import Final, cast
 
 from custodes._internal.b64 import b64std_decode, b64std_encode
+from custodes.attestation.verifiers.base import evidence_object
 from custodes.errors import MalformedEvidence
 from custodes.types.json import JsonObject
 
@@ -122,13 +122,7 @@ class TpmEvidence:
     @classmethod
     def from_json(cls, value: object) -> TpmEvidence:
         """Decode the evidence from a JSON object, or from its JSON text."""
-        if isinstance(value, str | bytes | bytearray):
-            try:
-                value = json.loads(value)
-            except (ValueError, RecursionError) as e:
-                raise MalformedEvidence("tpm evidence is not JSON") from e
-        if not isinstance(value, Mapping):
-            raise MalformedEvidence("tpm evidence is not a JSON object")
+        value = evidence_object(value, "tpm")
         quote = _field(value, "tpm_quote", "evidence")
         if not isinstance(quote, Mapping):
             raise MalformedEvidence("tpm evidence: tpm_quote is not an object")
