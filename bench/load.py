@@ -12,7 +12,11 @@ Reported per setup: handshakes/s, p50/p99 handshake latency, errors, the CPU use
 client, the replicas and PostgreSQL over the window (in cores), and the server memory per
 live session: the replicas' RSS before and after ``--sessions`` sessions are opened by
 ``/auth`` and left open, divided by their number (the store's growth per session beside it).
-The figure that matters is the ratio of 2 replicas to 1, measured in the same run.
+The figure that matters is the ratio of 2 replicas to 1, measured in the same run. Beside it,
+the brokers' **event-loop lag** under the load, p99: each broker probes its own loop every
+100 ms (``custodes_event_loop_lag_seconds`` on /metrics: how late the probe woke up), and the
+histogram's counts from before and after the window give the bucket holding the 99th
+percentile (a bound, as histograms give).
 
 Everything (client, replicas, PostgreSQL, and whatever else runs on the machine) shares its
 cores: on 2 cores a second replica can only add throughput if a core is free for it. Read
@@ -122,6 +126,36 @@ class Row:
     others: float
     rss_per_session: float
     store_per_session: float
+    loop_lag_p99_ms: float
+
+
+LAG_METRIC = "custodes_event_loop_lag_seconds_bucket"
+
+
+def lag_buckets(urls: list[str]) -> Counter[float]:
+    """The replicas' event-loop lag histogram (custodes_event_loop_lag_seconds: how late the
+    broker's periodic probe woke up), summed over replicas: upper bound -> cumulative count.
+    Each replica's /metrics already sums its workers."""
+    buckets: Counter[float] = Counter()
+    for url in urls:
+        for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
+            if line.startswith(LAG_METRIC + "{"):
+                bound = line.split('le="', 1)[1].split('"', 1)[0]
+                buckets[float(bound)] += int(float(line.rsplit(" ", 1)[1]))
+    return buckets
+
+
+def lag_p99_ms(before: Counter[float], after: Counter[float]) -> float:
+    """The upper bound of the bucket holding the 99th percentile of the lags observed between
+    the two scrapes (a histogram gives bounds, not exact values)."""
+    window = {bound: after[bound] - before[bound] for bound in after}
+    total = window.get(float("inf"), 0)
+    if total <= 0:
+        return float("nan")
+    for bound in sorted(window):
+        if window[bound] >= 0.99 * total:
+            return bound * 1000
+    return float("inf")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -384,7 +418,9 @@ def run_setup(setup: Setup, round_: int, store: Store, root: Path, args: argpars
             f"window {args.seconds:g} s",
             flush=True,
         )
+        lag_before = lag_buckets(urls)
         window = asyncio.run(drive(urls, args.guests, args.ramp, args.seconds, cpu))
+        lag_p99 = lag_p99_ms(lag_before, lag_buckets(urls))
         span = window.end - window.start
         used = {k: (window.cpu_after[k] - window.cpu_before[k]) / span for k in window.cpu_after}
         # What the rest of the machine (other users' work) took meanwhile, in cores.
@@ -400,7 +436,7 @@ def run_setup(setup: Setup, round_: int, store: Store, root: Path, args: argpars
         size_after = store_size()
         per_rss = (rss_after - rss_before) / opened if opened else float("nan")
         per_store = (size_after - size_before) / opened if opened else float("nan")
-        return Row(setup.name, round_, window, used, others, per_rss, per_store)
+        return Row(setup.name, round_, window, used, others, per_rss, per_store, lag_p99)
     finally:
         for r in replicas:
             stop(r)
@@ -436,9 +472,9 @@ def report(rows: list[Row], args: argparse.Namespace) -> None:
     print(
         "| round | setup | handshakes/s | p50 ms | p99 ms | handshakes | errors "
         "| CPU client | CPU replicas | CPU postgres | CPU others | RSS B/session "
-        "| store B/session |"
+        "| store B/session | loop lag p99 ms |"
     )
-    print("|---:|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         w = row.window
         errors = ", ".join(f"{k}: {v}" for k, v in sorted(w.errors.items())) or "0"
@@ -447,7 +483,8 @@ def report(rows: list[Row], args: argparse.Namespace) -> None:
             f"| {row.round} | {row.setup} | {w.rate:.1f} | {w.pct_ms(0.5):.0f} "
             f"| {w.pct_ms(0.99):.0f} | {len(w.latencies)} | {errors} | {row.cpu['client']:.2f} "
             f"| {row.cpu['replicas']:.2f} | {pg_cpu} | {row.others:.2f} "
-            f"| {row.rss_per_session:.0f} | {row.store_per_session:.0f} |"
+            f"| {row.rss_per_session:.0f} | {row.store_per_session:.0f} "
+            f"| ≤ {row.loop_lag_p99_ms:g} |"
         )
     print()
     for numerator, denominator, label in (

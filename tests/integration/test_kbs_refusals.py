@@ -379,6 +379,18 @@ def test_metrics_and_health(broker: LiveBroker, http: httpx.Client) -> None:
     handshake(http, broker.url)
     text = http.get(f"{broker.url}/metrics").text
     assert 'custodes_attestations_total{result="affirming",tee="sample"} 1.0' in text
+    # The event loop's lag is probed every 0.1 s: the histogram fills while the broker runs.
+
+    def probes() -> float:
+        lines = http.get(f"{broker.url}/metrics").text.splitlines()
+        (count,) = [x for x in lines if x.startswith("custodes_event_loop_lag_seconds_count ")]
+        return float(count.split()[1])
+
+    first = probes()
+    deadline = time.monotonic() + 30
+    while probes() <= first and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert probes() > first
 
 
 def test_openapi_covers_every_route(broker: LiveBroker, http: httpx.Client) -> None:

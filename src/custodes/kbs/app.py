@@ -33,6 +33,7 @@ from custodes.kbs.http import (
     error_response,
 )
 from custodes.kbs.lanes import Pools
+from custodes.kbs.metrics import LAG_PROBE_SECONDS
 from custodes.kbs.openapi import openapi_document
 from custodes.kbs.routes import ROUTES
 from custodes.kbs.tenants import DEFAULT_TENANT, check_tenant_id
@@ -190,8 +191,17 @@ def create_app(broker: Broker, *, pools: Pools | None = None) -> Starlette:
                 except CustodesError as exc:
                     logger.warning("session sweep failed: %s", exc)
 
+        async def probe_loop_lag() -> None:
+            # How late a timer fires is how long the loop was kept from running it: the
+            # figure that says whether anything blocks the event loop (loop lag on /metrics).
+            while True:
+                due = anyio.current_time() + LAG_PROBE_SECONDS
+                await anyio.sleep(LAG_PROBE_SECONDS)
+                broker.metrics.loop_lag.observe(max(0.0, anyio.current_time() - due))
+
         async with anyio.create_task_group() as tg:
             tg.start_soon(sweep)
+            tg.start_soon(probe_loop_lag)
             yield
             tg.cancel_scope.cancel()
 

@@ -16,6 +16,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import MultiProcessCollector
 
 _DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+# How often the broker measures its event loop's lag (custodes.kbs.app).
+LAG_PROBE_SECONDS = 0.1
 
 
 def share_between_processes(directory: Path) -> None:
@@ -60,6 +62,14 @@ class Metrics:
         self.attestation_seconds = Histogram(
             "custodes_attestation_seconds",
             "Time to verify evidence, evaluate the policy and sign the token",
+            registry=self.registry,
+        )
+
+        self.loop_lag = Histogram(
+            "custodes_event_loop_lag_seconds",
+            "How late the broker's event loop ran a timer due every "
+            f"{LAG_PROBE_SECONDS:g} s: work that blocks the loop shows here",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
             registry=self.registry,
         )
 
