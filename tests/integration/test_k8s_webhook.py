@@ -135,6 +135,7 @@ def _make_pki(directory: Path) -> Pki:
             serialization.NoEncryption(),
         )
     )
+    pki.key.chmod(0o600)  # a private key: the webhook refuses one others may read
     return pki
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
+from custodes._internal.private_files import read_private_key_file
 from custodes.errors import ConfigError
 
 
@@ -40,14 +41,17 @@ def tls_verify(ca_file: Path | None) -> ssl.SSLContext | bool:
         raise CaCertError(f"cannot read the CA certificate {ca_file}: {e.strerror}") from None
 
 
-def check_server_pair(cert: Path, key: Path) -> None:
+def check_server_pair(cert: Path, key: Path, *, named_by: str = "server.tls_cert/tls_key") -> None:
     """Load a server's TLS certificate and key once, before anything else starts: a missing
     file or a key that does not match is one error naming the files (uvicorn would report
     a bare ``[Errno 2]`` only after the broker had started everything else)."""
     for what, path in (("certificate", cert), ("key", key)):
         if not path.is_file():
             problem = "is a directory" if path.is_dir() else "does not exist"
-            raise CaCertError(f"the TLS {what} {path} {problem} (server.tls_cert/tls_key)")
+            raise CaCertError(f"the TLS {what} {path} {problem} ({named_by})")
+    # The key is held to the rule of every private key custodes reads (owner and mode, with
+    # the chmod in the message), before the TLS library reads it.
+    read_private_key_file(key, "TLS private key")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
         context.load_cert_chain(str(cert), str(key))

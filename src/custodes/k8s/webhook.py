@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from custodes.errors import ConfigError
+from custodes._internal.tls import check_server_pair
 from custodes.k8s.admission import parse_review, review
 from custodes.k8s.errors import AdmissionReviewError
 from custodes.k8s.webhook_config import WebhookConfig
@@ -113,9 +113,8 @@ def webhook_server(
     app: Starlette, *, tls_cert: Path, tls_key: Path, log_level: str = "warning"
 ) -> uvicorn.Server:
     """A uvicorn server for ``app`` with TLS (sockets are passed to ``run``)."""
-    for what, path in (("certificate", tls_cert), ("key", tls_key)):
-        if not path.is_file():
-            raise ConfigError(f"TLS {what} {path} is not a readable file")
+    # The broker's check: files present, the key private (owner, mode), the pair matching.
+    check_server_pair(tls_cert, tls_key, named_by="--tls-cert/--tls-key")
     config = uvicorn.Config(
         app,
         log_level=log_level,

@@ -39,6 +39,7 @@ def _self_signed(tmp_path: Path, name: str) -> tuple[Path, Path]:
             serialization.NoEncryption(),
         )
     )
+    key_path.chmod(0o600)
     return cert_path, key_path
 
 
@@ -82,3 +83,12 @@ def test_a_missing_server_key_is_named(tmp_path: Path) -> None:
     cert, _ = _self_signed(tmp_path, "server")
     with pytest.raises(CaCertError, match=r"key .*nokey\.pem does not exist"):
         check_server_pair(cert, tmp_path / "nokey.pem")
+
+
+def test_a_server_key_others_may_read_is_refused_with_the_fix(tmp_path: Path) -> None:
+    from custodes._internal.private_files import FileModeError
+
+    cert, key = _self_signed(tmp_path, "server")
+    key.chmod(0o644)
+    with pytest.raises(FileModeError, match=r"TLS private key .* has mode 0644.*chmod 600"):
+        check_server_pair(cert, key)
