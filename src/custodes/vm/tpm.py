@@ -23,7 +23,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from custodes.errors import ConfigError
@@ -46,11 +46,14 @@ def _binary(name: str) -> str:
     return found
 
 
-def _make_ca(directory: Path) -> None:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "custodes vm test TPM CA")])
+def ca_certificate(
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, common_name: str
+) -> x509.Certificate:
+    """A self-signed certificate authority for EK certificates (ten years, certificate and
+    CRL signing only): the VM's swtpm_localca signs with it, and the tests' own EK CA too."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.now(UTC)
-    cert = (
+    return (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
@@ -60,12 +63,27 @@ def _make_ca(directory: Path) -> None:
         .not_valid_after(now + timedelta(days=3650))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
             critical=True,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
         .sign(key, hashes.SHA256())
     )
+
+
+def _make_ca(directory: Path) -> None:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    cert = ca_certificate(key, "custodes vm test TPM CA")
     pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.TraditionalOpenSSL,
