@@ -68,6 +68,7 @@ from custodes.storage.base import (
 from custodes.storage.encrypted import EncryptedStore
 from custodes.storage.factory import open_store
 from custodes.storage.masterkey import MasterKey
+from custodes.types.json import JsonObject
 from custodes.types.tee import Tee
 
 logger = logging.getLogger(__name__)
@@ -133,6 +134,12 @@ class Broker:
             services = self._build_tenant(tenant_id, admin)
             self._tenants[tenant_id] = (version, services)
             return services
+
+    def record(self, stream: str, kind: str, actor: str | None, event: JsonObject) -> None:
+        """Append ``event`` to the audit ``stream`` (a tenant's, or the broker's own); returns
+        once it is durable. Nothing when the broker keeps no audit log."""
+        if self.audit is not None:
+            self.audit.append(stream, kind, actor, event)
 
     def ready_tenant(self, tenant_id: str) -> TenantServices | None:
         """The default tenant's services once built, without I/O (safe on the event loop);

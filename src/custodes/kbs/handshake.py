@@ -165,12 +165,15 @@ class Handshake:
         except CustodesError as exc:
             metrics.attestations.labels(tee.value, "error").inc()
             reason = {"status": "error", "error": kerr.classify(exc).variant, "reason": str(exc)}
-            self._audit({**base, **reason})
+            self._broker.record(self._t.tenant, "attestation", None, {**base, **reason})
             raise
         metrics.attestations.labels(tee.value, outcome.status.value).inc()
         ear = outcome.ear()
         token_id = ear.token_id
-        self._audit(
+        self._broker.record(
+            self._t.tenant,
+            "attestation",
+            None,
             {
                 **base,
                 "evidence_sha256": hashlib.sha256(
@@ -183,7 +186,7 @@ class Handshake:
                 "policy_version": outcome.policy_version,
                 "explanation": outcome.explanation,
                 **_replayable(ear),
-            }
+            },
         )
         if tee.insecure:
             logger.warning(
@@ -211,9 +214,3 @@ class Handshake:
             ),
             policy_id=session.policy_id,
         )
-
-    def _audit(self, event: JsonObject) -> None:
-        """Append the attestation's audit entry; returns once it is durable."""
-        log = self._broker.audit
-        if log is not None:
-            log.append(self._t.tenant, "attestation", None, event)

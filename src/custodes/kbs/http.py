@@ -171,13 +171,11 @@ def set_session_cookie(
 
 
 def audit(ctx: Ctx, kind: str, actor: str | None, event: JsonObject) -> None:
-    if ctx.broker.audit is not None:
-        ctx.broker.audit.append(ctx.t.tenant, kind, actor, event)
+    ctx.broker.record(ctx.t.tenant, kind, actor, event)
 
 
 def broker_audit(broker: Broker, actor: str, event: JsonObject) -> None:
-    if broker.audit is not None:
-        broker.audit.append(BROKER_STREAM, "tenant", actor, event)
+    broker.record(BROKER_STREAM, "tenant", actor, event)
 
 
 def error_response(broker: Broker, exc: BaseException, label: str) -> Response:

@@ -95,8 +95,10 @@ class Release:
             # they can look up by the correlation id the guest is given.
             broker.metrics.releases.labels("denied").inc()
             correlation_id = uuid.uuid4().hex
-            self._audit(
+            broker.record(
+                t.tenant,
                 "denial",
+                None,
                 {
                     **record,
                     "correlation_id": correlation_id,
@@ -118,8 +120,10 @@ class Release:
                 )
             except PolicyBudgetExceeded:
                 failed = []  # an explanation never turns a decision into an error
-            self._audit(
+            broker.record(
+                t.tenant,
                 "denial",
+                None,
                 {
                     **record,
                     "correlation_id": correlation_id,
@@ -143,7 +147,7 @@ class Release:
         )
         jwe = encrypt(secret.reveal(), key)
         broker.metrics.releases.labels("released").inc()
-        self._audit("release", record)
+        broker.record(t.tenant, "release", None, record)
         return jwe
 
     def _token(self, session_id: str | None, authorization: str | None) -> str:
@@ -162,9 +166,3 @@ class Release:
                 "or 'Authorization: Bearer <EAR token>'"
             )
         return token
-
-    def _audit(self, kind: str, event: JsonObject) -> None:
-        """Append the release's audit entry; returns once it is durable."""
-        log = self._broker.audit
-        if log is not None:
-            log.append(self._t.tenant, kind, None, event)

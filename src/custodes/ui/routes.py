@@ -30,6 +30,7 @@ from custodes.kbs import errors as kerr
 from custodes.kbs.admin_auth import AdminForbidden
 from custodes.kbs.broker import Broker
 from custodes.kbs.tenants import DEFAULT_TENANT, check_tenant_id
+from custodes.types.json import JsonObject
 from custodes.ui import charts
 from custodes.ui.auth import (
     LOGIN_COOKIE,
@@ -243,12 +244,12 @@ class Dashboard:
             )
         except UiAuthError as e:
             return self._login_form(call, f"sign-in refused: {e}", status=401)
-        if call.scope.tenant is not None and self.broker.audit is not None:
-            self.broker.audit.append(
-                call.scope.tenant,
-                "admin",
-                session.subject,
-                {"action": "ui.sign-in", "role": session.role.value},
+        tenant = call.scope.tenant
+        if tenant is not None:
+            # A durable commit: off the event loop, as every other audit append.
+            event: JsonObject = {"action": "ui.sign-in", "role": session.role.value}
+            await anyio.to_thread.run_sync(
+                lambda: self.broker.record(tenant, "admin", session.subject, event)
             )
         logger.info("dashboard sign-in: %s %s (%s)", session.role, session.subject, call.scope.base)
         response = _redirect(f"{call.scope.base}/")
